@@ -1,0 +1,422 @@
+"""Batch embedding generation: the orchestrator and the two functions the rest of the backend imports.
+
+    from modules.batch_embedding import batch_generate_embeddings_for_document
+    ok = await batch_generate_embeddings_for_document(doc_id)
+
+A run claims batches from the database (leased, SKIP LOCKED), embeds each batch in one API call,
+writes the vectors in one round trip, and records every chunk that still fails, with its reason,
+so that only failures are re-run (`--retry-only`). It streams: only the batches in flight are
+held in memory, however large the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from modules.embedders import EmbedRequest, make_embedder
+from modules.embedders.base import Embedder, Vectors
+from modules.errors import (
+    EmbeddingError,
+    PermanentEmbeddingError,
+    ProviderConfigError,
+    RateLimitedError,
+    RunAborted,
+    StoreUnavailableError,
+    TransientEmbeddingError,
+    UnknownDocumentError,
+)
+from modules.pacing import Pacer
+from modules.recovery import RetryPolicy, call_with_retries
+from modules.reporting import RunStats, configure_logging, log_final_statistics, logging_configured
+from modules.settings import Settings, load_settings
+from modules.stores import open_store
+from modules.stores.base import Chunk, ChunkStore, ClaimFilter, ClaimMode, Completed, Failure, QueueStatus
+
+log = logging.getLogger("batch_embedding")
+
+_WRITE_ATTEMPTS = 6  # a database restart takes seconds; keep computed vectors and try again meanwhile
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A claimed chunk ready to send: the text actually sent (maybe truncated) and its hash."""
+
+    chunk: Chunk
+    text: str
+    tokens: int
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.chunk.content)
+
+
+def content_hash(text: str) -> str:
+    """sha256 of the chunk's stored text, as SQL computes it, to detect edits made while in flight."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class BatchEmbeddingGenerator:
+    """Embeds pending chunks in batches, with recovery; use as an async context manager.
+
+    The guide's knobs keep their names: `batch_size` (10), `max_retries` (3), `retry_delay` (2 s).
+    The guide's fixed `api_delay` between calls is gone: the pacer waits only as long as the quota
+    requires, and a 429 pauses every batch for exactly the time the server asks.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: ChunkStore | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self._store = store
+        self._embedder = embedder
+        self._owns_store = store is None
+        self._owns_embedder = embedder is None
+        s = self.settings
+        self.batch_size = s.fixed_batch_size or 10
+        self.retry_batch_size = s.retry_batch_size
+        self.max_retries = s.max_retries
+        self.retry_delay = s.retry_delay
+        self.policy = RetryPolicy.from_settings(s)
+        self.worker = worker_name()
+        self.stats = RunStats()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BatchEmbeddingGenerator:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._store is None:
+            self._store, _ = await open_store(self.settings, pool_size=self._lanes() + 2)
+        if self._embedder is None:
+            self._embedder = make_embedder(self.settings)
+
+    async def close(self) -> None:
+        if self._embedder is not None and self._owns_embedder:
+            await self._embedder.aclose()
+            self._embedder = None
+        if self._store is not None and self._owns_store:
+            await self._store.aclose()
+            self._store = None
+
+    @property
+    def store(self) -> ChunkStore:
+        if self._store is None:
+            raise RuntimeError("BatchEmbeddingGenerator is not open; use 'async with'")
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            raise RuntimeError("BatchEmbeddingGenerator is not open; use 'async with'")
+        return self._embedder
+
+    def _lanes(self) -> int:
+        s = self.settings
+        if s.provider == "local":
+            return 2  # one embedding on the CPU while the other batch is written
+        return s.max_concurrency if s.concurrency == "auto" else s.concurrency
+
+    # --- public operations -------------------------------------------------------------------
+
+    async def status(self, doc_id: str | None = None) -> QueueStatus:
+        return await self.store.status(doc_id)
+
+    async def run(self, *, doc_id: str | None = None, limit: int | None = None, retry_failed: bool = False) -> RunStats:
+        """Embed the selected chunks. Returns the run's stats; `stats.ok` is True when none failed."""
+        if doc_id is not None and not await self.store.document_exists(doc_id):
+            raise UnknownDocumentError(doc_id)
+        mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
+        where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await self.store.server_time())
+        queue = await self.store.status(doc_id)
+        selected = queue.failed if retry_failed else queue.pending
+        self.stats = stats = RunStats(total=min(selected, limit) if limit is not None else selected)
+        calls_before = self.embedder.calls_made()
+        run = _Run(self, where, limit, stats)
+        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
+        log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %d)", stats.total, self.batch_size)
+        try:
+            await run.execute()
+        finally:
+            stats.api_calls = self.embedder.calls_made() - calls_before
+            stats.total = max(stats.total, stats.processed)
+            stats.finished = time.monotonic()
+            log_final_statistics(stats)
+        return stats
+
+    async def _describe_target(self, doc_id: str | None, retry_failed: bool) -> str:
+        scope = "失敗チャンクの再処理" if retry_failed else "未処理チャンク"
+        if doc_id is None:
+            return f"全{scope}"
+        docs = [d for d in await self.store.status_by_document(limit=1_000_000) if d.doc_id == doc_id]
+        name = docs[0].name if docs and docs[0].name else doc_id
+        return f"{name} ({scope})"
+
+    # --- one batch ---------------------------------------------------------------------------
+
+    def screen(self, chunks: Sequence[Chunk]) -> tuple[list[_Item], list[Failure]]:
+        """Split claimed chunks into ones to send and ones that must never be sent (bad input)."""
+        ready: list[_Item] = []
+        rejected: list[Failure] = []
+        limit = self.settings.max_input_tokens
+        for chunk in chunks:
+            text = chunk.content
+            if not text.strip():
+                rejected.append(Failure(chunk.id, "empty content: the chunk has no text to embed"))
+                continue
+            tokens = self.embedder.estimate_tokens(text)
+            if tokens > limit:
+                if self.settings.overlong == "fail":
+                    rejected.append(Failure(chunk.id, f"text too long: about {tokens} tokens, the model takes {limit}"))
+                    continue
+                text = truncate_to_tokens(text, limit, self.embedder.estimate_tokens)
+                log.warning("✂️ チャンク %s は約%dトークンのため%dトークンに切り詰めます", chunk.id, tokens, limit)
+                tokens = self.embedder.estimate_tokens(text)
+            ready.append(_Item(chunk, text, tokens))
+        return ready, rejected
+
+    async def embed_items(self, items: Sequence[_Item], pacer: Pacer, stats: RunStats) -> Vectors:
+        requests = [EmbedRequest(i.text, i.chunk.title) for i in items]
+        tokens = sum(i.tokens for i in items)
+        calls = 1 if not self.settings.use_title else len({i.chunk.title for i in items})
+
+        async def one_call() -> Vectors:
+            stats.tokens_sent += tokens
+            return await self.embedder.embed(requests)
+
+        return await call_with_retries(
+            one_call, policy=self.policy, pacer=pacer, requests=calls, tokens=tokens, stats=stats
+        )
+
+
+class _Run:
+    """One run's moving parts: lanes that claim, embed and write batches until nothing is left."""
+
+    def __init__(self, generator: BatchEmbeddingGenerator, where: ClaimFilter, limit: int | None, stats: RunStats):
+        self.g = generator
+        self.where = where
+        self.remaining = limit
+        self.stats = stats
+        s = generator.settings
+        adaptive = s.concurrency == "auto" and s.provider == "gemini"
+        lanes = generator._lanes()
+        self.lanes = lanes
+        self.pacer = Pacer(
+            rpm=s.rpm,
+            tpm=s.tpm,
+            concurrency=lanes if not adaptive else min(4, lanes),
+            max_concurrency=lanes,
+            adaptive=adaptive,
+        )
+        self.batch_count = 0
+        self.expected_batches = max(1, math.ceil(stats.total / generator.batch_size)) if stats.total else 0
+        self.abort: BaseException | None = None
+
+    async def execute(self) -> None:
+        tasks = [asyncio.create_task(self._lane()) for _ in range(self.lanes)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        if self.abort is not None:
+            raise self.abort
+
+    def _take_budget(self) -> int:
+        size = self.g.batch_size
+        if self.remaining is None:
+            return size
+        take = min(size, self.remaining)
+        self.remaining -= take
+        return take
+
+    def _return_budget(self, unused: int) -> None:
+        if self.remaining is not None:
+            self.remaining += unused
+
+    async def _lane(self) -> None:
+        store = self.g.store
+        while self.abort is None:
+            async with self.pacer.limiter.hold():
+                if self.abort is not None:
+                    return
+                want = self._take_budget()
+                if want <= 0:
+                    return
+                chunks = await store.claim(self.g.worker, want, self.g.settings.lease_seconds, self.where)
+                self._return_budget(want - len(chunks))
+                if not chunks:
+                    return
+                self.batch_count += 1
+                number = self.batch_count
+                log.info(
+                    "📦 バッチ %d/%d 処理開始 (%dチャンク)",
+                    number,
+                    max(number, self.expected_batches),
+                    len(chunks),
+                )
+                try:
+                    await self._process(chunks)
+                except asyncio.CancelledError:
+                    await self._release_unfinished(chunks)
+                    raise
+                except (RunAborted, ProviderConfigError, StoreUnavailableError) as exc:
+                    await self._release_unfinished(chunks)
+                    self._abort(exc)
+                    return
+                self.stats.batches += 1
+                log.info(
+                    "📊 バッチ進捗: %d/%d | 成功: %d | 失敗: %d | 経過時間: %.1f秒",
+                    number,
+                    max(number, self.expected_batches),
+                    self.stats.embedded,
+                    self.stats.failed,
+                    self.stats.elapsed,
+                )
+
+    def _abort(self, exc: BaseException) -> None:
+        if self.abort is None:
+            self.abort = exc if isinstance(exc, RunAborted) else RunAborted(str(exc))
+            self.stats.aborted = str(exc)
+
+    async def _release_unfinished(self, chunks: Sequence[Chunk]) -> None:
+        # Shielded: a Ctrl-C must not stop us giving the chunks back. Rows already written or
+        # recorded failed are no longer leased to us, so releasing them is a no-op.
+        try:
+            await asyncio.shield(self.g.store.release(self.g.worker, [c.id for c in chunks]))
+        except Exception as exc:  # the database may be the thing that failed; leases expire anyway
+            log.warning("リース解放に失敗しました (期限切れで自動的に戻ります): %s", exc)
+
+    async def _process(self, chunks: Sequence[Chunk]) -> None:
+        items, rejected = self.g.screen(chunks)
+        if rejected:
+            await self._record_failures(rejected)
+        if items:
+            await self._embed_group(items)
+
+    async def _embed_group(self, items: Sequence[_Item]) -> None:
+        """Embed a group; if it can't be, re-run it in smaller groups (10 → 5 → 1) so that one bad
+        chunk never fails its neighbours. Only a single chunk's own failure is recorded."""
+        try:
+            vectors = await self.g.embed_items(items, self.pacer, self.stats)
+        except RateLimitedError as exc:
+            raise RunAborted(
+                f"the API quota stayed exhausted for over {self.g.policy.rate_limit_budget:.0f}s ({exc}); "
+                "the chunks were released untouched: run again later, or lower EMBEDDING_RPM / EMBEDDING_TPM"
+            ) from None
+        except ProviderConfigError as exc:
+            raise RunAborted(f"the embedding API refused the settings: {exc}") from None
+        except (PermanentEmbeddingError, TransientEmbeddingError) as exc:
+            if len(items) == 1:
+                await self._record_failures([Failure(items[0].chunk.id, str(exc))])
+                log.error("❌ チャンク %s の処理失敗: %s", items[0].chunk.id, exc)
+                return
+            size = self.g.retry_batch_size if len(items) > self.g.retry_batch_size else 1
+            self.stats.splits += 1
+            log.warning("✂️ %dチャンクのバッチが失敗したため%d件ずつ再処理します: %s", len(items), size, exc)
+            for start in range(0, len(items), size):
+                await self._embed_group(items[start : start + size])
+            return
+        except EmbeddingError as exc:  # any other embedding error: treat as this group's failure
+            raise RunAborted(str(exc)) from None
+        await self._write(items, vectors)
+
+    async def _write(self, items: Sequence[_Item], vectors: Vectors) -> None:
+        results = [Completed(i.chunk.id, vectors[n], i.content_hash) for n, i in enumerate(items)]
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                # Shielded so that a Ctrl-C arriving mid-write still lets the one statement finish.
+                written = await asyncio.shield(self.g.store.complete(self.g.worker, self.g.embedder.model_id, results))
+                break
+            except StoreUnavailableError as exc:
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+                delay = min(10.0, 0.5 * 2**attempt)
+                log.warning(
+                    "🗄️ 書き込みに失敗しました。%.1f秒後に再試行します (%d/%d): %s",
+                    delay,
+                    attempt,
+                    _WRITE_ATTEMPTS,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+        self.stats.embedded += written
+        self.stats.skipped += len(items) - written
+
+    async def _record_failures(self, failures: Sequence[Failure]) -> None:
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                await asyncio.shield(self.g.store.fail(self.g.worker, failures))
+                break
+            except StoreUnavailableError:
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        self.stats.failed += len(failures)
+        for failure in failures:
+            log.error("❌ チャンク %s: %s", failure.chunk_id, failure.error)
+
+
+def truncate_to_tokens(text: str, limit: int, estimate: Callable[[str], int]) -> str:
+    """The longest prefix whose estimated token count fits the limit (binary search on length)."""
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if estimate(text[:mid]) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low]
+
+
+# --- the functions the upload API and other modules import ------------------------------------
+
+
+def _ensure_logging(settings: Settings) -> None:
+    if not logging_configured():
+        configure_logging(settings.log_file, settings.secrets())
+
+
+async def batch_generate_embeddings_for_document(doc_id: str, max_chunks: int | None = None) -> bool:
+    """Embed one document's pending chunks (at most `max_chunks`). True only if every selected
+    chunk ended embedded; failures stay recorded for `--retry-only`."""
+    settings = load_settings()
+    _ensure_logging(settings)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        stats = await generator.run(doc_id=doc_id, limit=max_chunks)
+        return stats.ok and stats.embedded + stats.skipped >= stats.total
+
+
+async def batch_generate_embeddings_for_all_pending(limit: int | None = None) -> bool:
+    """Embed every pending chunk (at most `limit`). True only if every selected chunk ended embedded."""
+    settings = load_settings()
+    _ensure_logging(settings)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        stats = await generator.run(limit=limit)
+        return stats.ok and stats.embedded + stats.skipped >= stats.total

@@ -1,0 +1,73 @@
+"""The Embedder port: turn a list of texts into vectors, and estimate tokens without an API call."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+# Kana, CJK ideographs, Hangul and full-width forms: about one token each.
+_WIDE_CHARS = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+Vectors = npt.NDArray[np.float32]  # shape (n_texts, dimensions), rows L2-normalized
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """One text to embed, with the title of the document it belongs to (when known)."""
+
+    text: str
+    title: str | None = None
+
+
+class Embedder(Protocol):
+    """Implemented by adapters (Gemini, local). Raises only the errors in `modules.errors`."""
+
+    @property
+    def model_id(self) -> str:
+        """What is written to the chunk's model column: names the model and its dimension."""
+        ...
+
+    @property
+    def dimensions(self) -> int: ...
+
+    @property
+    def max_batch(self) -> int:
+        """The most texts one call may carry."""
+        ...
+
+    async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
+        """Embed every request in one API call (or as few as the API allows), vectors in input order."""
+        ...
+
+    def estimate_tokens(self, text: str) -> int: ...
+
+    def calls_made(self) -> int:
+        """Real API calls made so far (for the run stats)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def l2_normalize(vectors: Vectors) -> Vectors:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    normalized: Vectors = (vectors / norms).astype(np.float32, copy=False)
+    return normalized
+
+
+def estimate_tokens(text: str) -> int:
+    """A local, conservative token estimate for Gemini's tokenizer.
+
+    Japanese (kana, kanji), Chinese and Korean characters count one token each: Gemini's SentencePiece
+    vocabulary often merges two of them, so this over-counts by up to about 2x, which is the safe side
+    for quota pacing and the 2,048-token input limit. Other text counts one token per 4 characters.
+    """
+    if not text:
+        return 0
+    cjk = len(text) - len(_WIDE_CHARS.sub("", text))
+    return cjk + (len(text) - cjk + 3) // 4

@@ -1,0 +1,192 @@
+"""Embedder on Google's Gemini API through the official `google-genai` SDK (async).
+
+One `batchEmbedContents` call per batch (the SDK sends every embed_content call that way). The SDK
+retries nothing by default and ignores RetryInfo, so this adapter only translates what happened
+into the error classes of `modules.errors`; how often to retry and how to split is the
+orchestrator's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from modules.embedders.base import EmbedRequest, Vectors, estimate_tokens, l2_normalize
+from modules.errors import (
+    EmbeddingError,
+    PermanentEmbeddingError,
+    ProviderConfigError,
+    RateLimitedError,
+    TransientEmbeddingError,
+)
+from modules.settings import GEMINI_MAX_BATCH, Settings
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
+_RETRY_IN = re.compile(r"retry in ([0-9]*\.?[0-9]+)\s*(ms|s)\b", re.IGNORECASE)
+_CONFIG_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "CONSUMER_SUSPENDED", "SERVICE_DISABLED"}
+# A 400 whose message names one of these is about the settings, not about one chunk's text.
+_CONFIG_WORDS = ("api key", "outputdimensionality", "output_dimensionality", "user location", "billing")
+
+
+class GeminiEmbedder:
+    def __init__(self, settings: Settings) -> None:
+        if settings.google_api_key is None:
+            raise ProviderConfigError("GOOGLE_API_KEY is not set")
+        self._model = settings.model
+        self._dimensions = settings.dimensions
+        self._task_type = settings.task_type
+        self._use_title = settings.use_title and settings.task_type == "RETRIEVAL_DOCUMENT"
+        options = types.HttpOptions(timeout=int(settings.request_timeout * 1000))
+        if settings.gemini_base_url:
+            options.base_url = settings.gemini_base_url
+        self._client = genai.Client(api_key=settings.google_api_key.reveal(), http_options=options)
+        self._calls = 0
+
+    @property
+    def model_id(self) -> str:
+        return f"{self._model}@{self._dimensions}"
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def max_batch(self) -> int:
+        return GEMINI_MAX_BATCH
+
+    def estimate_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def calls_made(self) -> int:
+        return self._calls
+
+    async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
+        if not requests:
+            return np.zeros((0, self._dimensions), dtype=np.float32)
+        if len(requests) > GEMINI_MAX_BATCH:
+            raise PermanentEmbeddingError(f"{len(requests)} texts in one call; the API takes at most 100")
+        # The API takes one title per call, so a batch that spans documents costs one call per title.
+        parts: list[Vectors] = []
+        for title, texts in self._group_by_title(requests):
+            parts.append(await self._call(texts, title))
+        return np.vstack(parts) if len(parts) > 1 else parts[0]
+
+    def _group_by_title(self, requests: Sequence[EmbedRequest]) -> list[tuple[str | None, list[str]]]:
+        groups: list[tuple[str | None, list[str]]] = []
+        for request in requests:
+            title = request.title if self._use_title else None
+            if groups and groups[-1][0] == title:
+                groups[-1][1].append(request.text)
+            else:
+                groups.append((title, [request.text]))
+        return groups
+
+    async def _call(self, texts: list[str], title: str | None) -> Vectors:
+        config = types.EmbedContentConfig(
+            task_type=self._task_type, output_dimensionality=self._dimensions, title=title or None
+        )
+        self._calls += 1
+        try:
+            response = await self._client.aio.models.embed_content(
+                model=self._model,
+                contents=texts,
+                config=config,
+            )
+        except genai_errors.APIError as exc:
+            raise classify_api_error(exc) from None
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise TransientEmbeddingError(f"timed out: {type(exc).__name__}") from None
+        except (httpx.TransportError, ConnectionError, OSError) as exc:
+            raise TransientEmbeddingError(f"connection failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise TransientEmbeddingError(f"malformed answer: {type(exc).__name__}: {_first_line(exc)}") from None
+        except Exception as exc:
+            if _is_aiohttp_error(exc):
+                raise TransientEmbeddingError(f"connection failed: {type(exc).__name__}") from None
+            raise
+        embeddings = response.embeddings or []
+        return self._checked([list(e.values or []) for e in embeddings], len(texts))
+
+    def _checked(self, rows: list[list[float]], expected: int) -> Vectors:
+        """Refuse an answer that doesn't fit the request; nothing wrong may reach the database."""
+        if len(rows) != expected:
+            raise TransientEmbeddingError(f"answer had {len(rows)} vectors for {expected} texts")
+        for row in rows:
+            if len(row) != self._dimensions:
+                raise TransientEmbeddingError(
+                    f"answer had a vector of {len(row)} dimensions; {self._dimensions} were asked for"
+                )
+        vectors = np.asarray(rows, dtype=np.float32)
+        if not np.isfinite(vectors).all():
+            raise TransientEmbeddingError("answer held NaN or infinite values")
+        return l2_normalize(vectors)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):  # closing is best effort
+            await self._client.aio.aclose()
+
+
+def classify_api_error(exc: genai_errors.APIError) -> EmbeddingError:
+    """Sort an HTTP error from the API into rate-limited, transient, permanent or configuration."""
+    code = int(exc.code or 0)
+    status = str(exc.status or "")
+    message = _api_message(exc)
+    summary = f"{code} {status}: {message}".strip()
+    if code == 429:
+        return RateLimitedError(summary, retry_after=retry_delay_from(exc.details))
+    if code in (408, 500, 502, 503, 504) or code >= 500:
+        return TransientEmbeddingError(summary)
+    if code in (401, 403, 404):
+        return ProviderConfigError(summary)
+    reasons = _error_reasons(exc.details)
+    if reasons & _CONFIG_REASONS or any(word in message.lower() for word in _CONFIG_WORDS):
+        return ProviderConfigError(summary)
+    return PermanentEmbeddingError(summary)
+
+
+def retry_delay_from(details: Any) -> float | None:
+    """The server's requested wait: RetryInfo.retryDelay ("34s"), else "Please retry in 1.5s" in the text."""
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    for item in error.get("details", []) if isinstance(error, dict) else []:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DURATION.match(str(item.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    match = _RETRY_IN.search(str(error.get("message", ""))) if isinstance(error, dict) else None
+    if match:
+        value = float(match.group(1))
+        return value / 1000 if match.group(2).lower() == "ms" else value
+    return None
+
+
+def _error_reasons(details: Any) -> set[str]:
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    items = error.get("details", []) if isinstance(error, dict) else []
+    return {str(i.get("reason")) for i in items if isinstance(i, dict) and i.get("reason")}
+
+
+def _api_message(exc: genai_errors.APIError) -> str:
+    message = getattr(exc, "message", None)
+    if not message and isinstance(exc.details, dict):
+        message = exc.details.get("error", {}).get("message")
+    text = str(message or "").strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _is_aiohttp_error(exc: BaseException) -> bool:
+    # The SDK switches to aiohttp when it is installed; don't import it just to name its errors.
+    return any(cls.__module__.startswith("aiohttp") for cls in type(exc).__mro__)

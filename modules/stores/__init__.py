@@ -1,0 +1,52 @@
+"""Chunk stores behind one interface (`ChunkStore`), chosen from the settings."""
+
+from __future__ import annotations
+
+from modules.errors import SchemaMismatchError, StoreError
+from modules.settings import Settings
+from modules.stores.base import ChunkStore, ColumnInfo
+
+
+def store_kind(settings: Settings) -> str:
+    if settings.database_url:
+        return "postgres"
+    if settings.supabase_url:
+        return "supabase"
+    return "embedded"
+
+
+async def open_store(settings: Settings, *, pool_size: int = 4) -> tuple[ChunkStore, ColumnInfo]:
+    """Connect, migrate where allowed, and check the vector column against EMBEDDING_DIMENSIONS."""
+    kind = store_kind(settings)
+    store: ChunkStore
+    if kind == "supabase":
+        raise StoreError("the Supabase REST path (SUPABASE_URL without DATABASE_URL) is not available in this version")
+    else:
+        from modules.stores.postgres import PostgresStore
+
+        if settings.database_url:
+            url = settings.database_url.reveal()
+        else:
+            from modules.stores.embedded import start_embedded_postgres
+
+            url = await start_embedded_postgres(settings.embedded_pg_dir)
+        store = PostgresStore(url, settings.tables, settings.dimensions, pool_size=pool_size)
+    try:
+        info = await store.prepare()
+        check_dimensions(settings, info)
+    except BaseException:
+        await store.aclose()
+        raise
+    return store, info
+
+
+def check_dimensions(settings: Settings, info: ColumnInfo) -> None:
+    if info.dimensions is not None and info.dimensions != settings.dimensions:
+        raise SchemaMismatchError(
+            f"EMBEDDING_DIMENSIONS is {settings.dimensions} but the column "
+            f"{settings.tables.chunks}.{settings.tables.embedding_column} is vector({info.dimensions}); "
+            f"set EMBEDDING_DIMENSIONS={info.dimensions}, or change the column"
+        )
+
+
+__all__ = ["ChunkStore", "ColumnInfo", "check_dimensions", "open_store", "store_kind"]

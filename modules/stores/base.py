@@ -1,0 +1,127 @@
+"""The ChunkStore port: the database as a work queue of chunks waiting for an embedding.
+
+Queue semantics (claim with a lease, complete, fail, status) live in SQL functions shared by every
+adapter; adapters only move arguments and rows across the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class ClaimMode(StrEnum):
+    PENDING = "pending"  # never embedded and not recorded failed
+    FAILED = "failed"  # recorded failed by an earlier run (--retry-only)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A claimed chunk: leased to this worker until `lease_seconds` pass."""
+
+    id: str
+    doc_id: str
+    chunk_index: int
+    content: str
+    title: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Completed:
+    chunk_id: str
+    vector: npt.NDArray[np.float32]
+    content_hash: str  # sha256 of the text that was embedded; the write is skipped if the chunk changed since
+
+
+@dataclass(frozen=True)
+class Failure:
+    chunk_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    total: int
+    embedded: int
+    pending: int
+    failed: int
+    in_progress: int
+    stale_leases: int
+
+    @property
+    def percent_embedded(self) -> float:
+        return 100.0 * self.embedded / self.total if self.total else 100.0
+
+
+@dataclass(frozen=True)
+class DocumentStatus:
+    doc_id: str
+    name: str | None
+    total: int
+    embedded: int
+    pending: int
+    failed: int
+    in_progress: int
+
+
+@dataclass(frozen=True)
+class ErrorGroup:
+    error: str
+    chunks: int
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the database says about the vector column, checked against the settings at start."""
+
+    dimensions: int | None  # None: the column has no declared dimension
+    id_type: str
+    doc_id_type: str
+
+
+@dataclass
+class ClaimFilter:
+    mode: ClaimMode = ClaimMode.PENDING
+    doc_id: str | None = None
+    failed_before: datetime | None = None  # FAILED mode: only failures older than the run's start
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ChunkStore(Protocol):
+    async def prepare(self) -> ColumnInfo:
+        """Apply the idempotent migration (where allowed) and describe the vector column."""
+        ...
+
+    async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]: ...
+
+    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> int:
+        """Store vectors, mark done and release, in one transaction; returns how many rows were written."""
+        ...
+
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
+        """Record each chunk's own failure (attempts + 1, reason, time) and release it."""
+        ...
+
+    async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
+        """Give chunks back untouched (shutdown, quota): no attempt is charged."""
+        ...
+
+    async def status(self, doc_id: str | None = None) -> QueueStatus: ...
+
+    async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]: ...
+
+    async def recent_errors(self, limit: int = 10) -> list[ErrorGroup]: ...
+
+    async def document_exists(self, doc_id: str) -> bool: ...
+
+    async def server_time(self) -> datetime: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,220 @@
+"""ChunkStore on PostgreSQL + pgvector through psycopg 3 (async, pooled).
+
+Works on any PostgreSQL with pgvector: the embedded default, a local server, or Supabase's
+connection string. Every call is one short transaction; none is held open across an API call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from modules.errors import StoreError, StoreUnavailableError
+from modules.settings import TableNames
+from modules.stores.base import (
+    Chunk,
+    ClaimFilter,
+    ColumnInfo,
+    Completed,
+    DocumentStatus,
+    ErrorGroup,
+    Failure,
+    QueueStatus,
+)
+from modules.stores.sql_templates import SqlContext, named_queries, read_sql_file, render
+
+log = logging.getLogger(__name__)
+AConn = psycopg.AsyncConnection[TupleRow]
+_MIGRATION_LOCK = 0x656D6271  # "embq": serializes concurrent migrations from several workers
+
+
+def _needs_no_prepare(conninfo: str) -> bool:
+    # Transaction-mode poolers (Supabase's Supavisor on 6543, pgbouncer) can't keep prepared statements.
+    return ":6543" in conninfo or "pooler.supabase.com" in conninfo or "pgbouncer=true" in conninfo
+
+
+class PostgresStore:
+    def __init__(self, conninfo: str, tables: TableNames, dimensions: int, *, pool_size: int = 4) -> None:
+        self._conninfo = conninfo
+        self._tables = tables
+        self._dimensions = dimensions
+        self._pool_size = max(2, pool_size)
+        self._pool: AsyncConnectionPool[AConn] | None = None
+        self._queries: dict[str, str] = {}
+        self._connect_kwargs: dict[str, Any] = {"connect_timeout": 10}
+        if _needs_no_prepare(conninfo):
+            self._connect_kwargs["prepare_threshold"] = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def prepare(self) -> ColumnInfo:
+        info = await self._migrate()
+        context = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
+        self._queries = named_queries(context)
+        self._pool = AsyncConnectionPool(
+            self._conninfo,
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            configure=register_vector_async,
+            check=AsyncConnectionPool.check_connection,  # a restarted server's dead sockets are replaced
+            reconnect_timeout=60,
+        )
+        try:
+            await self._pool.open(wait=True, timeout=15)
+        except Exception as exc:
+            raise StoreUnavailableError(f"could not open a connection pool to PostgreSQL: {_short(exc)}") from None
+        return info
+
+    async def _migrate(self) -> ColumnInfo:
+        """Apply schema.sql and queue.sql in one transaction, under an advisory lock."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL: {_short(exc)}") from None
+        async with conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                    base = SqlContext(self._tables, self._dimensions)
+                    await conn.execute(render(read_sql_file("schema.sql"), base).encode())
+                    info = await _column_info(conn, self._tables)
+                    typed = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
+                    await conn.execute(render(read_sql_file("queue.sql"), typed).encode())
+            except psycopg.errors.UndefinedFile as exc:
+                raise StoreError(f"the pgvector extension is not installed on this server: {_short(exc)}") from None
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise StoreError(
+                    f"the database user may not create the queue's columns or functions: {_short(exc)}. "
+                    "Run the migration once as the owner (see README, 'Supabase')"
+                ) from None
+            except psycopg.Error as exc:
+                raise StoreError(f"migration failed: {_short(exc)}") from None
+        return info
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AConn]:
+        if self._pool is None:
+            raise StoreError("the store is not prepared; call prepare() first")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(f"lost the connection to PostgreSQL: {_short(exc)}") from None
+        except PoolTimeout as exc:
+            raise StoreUnavailableError(f"no PostgreSQL connection available: {_short(exc)}") from None
+
+    async def _fetch(self, name: str, params: dict[str, Any]) -> list[TupleRow]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(self._queries[name].encode(), params)
+            return await cursor.fetchall()
+
+    # --- queue operations --------------------------------------------------------------------
+
+    async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]:
+        rows = await self._fetch(
+            "claim",
+            {
+                "worker": worker,
+                "limit": limit,
+                "lease_seconds": lease_seconds,
+                "mode": where.mode.value,
+                "doc_id": where.doc_id,
+                "failed_before": where.failed_before,
+            },
+        )
+        return [Chunk(str(r[0]), str(r[1]), int(r[2]), str(r[3]), r[4], int(r[5])) for r in rows]
+
+    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> int:
+        if not results:
+            return 0
+        rows = await self._fetch(
+            "complete",
+            {
+                "worker": worker,
+                "model": model_id,
+                "ids": [r.chunk_id for r in results],
+                "vectors": [np.asarray(r.vector, dtype=np.float32) for r in results],
+                "hashes": [r.content_hash for r in results],
+            },
+        )
+        return int(rows[0][0])
+
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
+        if failures:
+            await self._fetch(
+                "fail",
+                {
+                    "worker": worker,
+                    "ids": [f.chunk_id for f in failures],
+                    "errors": [f.error for f in failures],
+                },
+            )
+
+    async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
+        if chunk_ids:
+            await self._fetch("release", {"worker": worker, "ids": list(chunk_ids)})
+
+    async def status(self, doc_id: str | None = None) -> QueueStatus:
+        row = (await self._fetch("status", {"doc_id": doc_id}))[0]
+        return QueueStatus(*(int(v) for v in row))
+
+    async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
+        rows = await self._fetch("status_by_document", {"limit": limit})
+        return [DocumentStatus(str(r[0]), r[1], *(int(v) for v in r[2:])) for r in rows]
+
+    async def recent_errors(self, limit: int = 10) -> list[ErrorGroup]:
+        rows = await self._fetch("recent_errors", {"limit": limit})
+        return [ErrorGroup(str(r[0]), int(r[1]), r[2]) for r in rows]
+
+    async def document_exists(self, doc_id: str) -> bool:
+        return bool((await self._fetch("document_exists", {"doc_id": doc_id}))[0][0])
+
+    async def server_time(self) -> datetime:
+        value = (await self._fetch("server_time", {}))[0][0]
+        assert isinstance(value, datetime)
+        return value
+
+
+async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:
+    cursor = await conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.atttypmod
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
+          AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        (tables.schema, tables.chunks),
+    )
+    columns = {row[0]: row for row in await cursor.fetchall()}
+    missing = [
+        c for c in ("id", "doc_id", "chunk_index", tables.content_column, tables.embedding_column) if c not in columns
+    ]
+    if missing:
+        raise StoreError(f"table {tables.schema}.{tables.chunks} lacks the column(s) {', '.join(missing)}")
+    vector = columns[tables.embedding_column]
+    if vector[2] != "vector":
+        raise StoreError(f"column {tables.chunks}.{tables.embedding_column} is {vector[1]}, not a pgvector vector")
+    dims = int(vector[3]) if int(vector[3]) > 0 else None
+    return ColumnInfo(dimensions=dims, id_type=str(columns["id"][1]), doc_id_type=str(columns["doc_id"][1]))
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of a driver error, which is the useful part and never holds the password."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

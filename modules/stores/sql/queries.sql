@@ -1,0 +1,43 @@
+-- Named statements, run by name from Python (modules/stores/sql_templates.py). Each is a call to a
+-- queue function defined in queue.sql; values are always bound parameters.
+
+-- name: column_info --
+-- Describe the vector column and the id types.
+SELECT dimensions, id_type, doc_id_type FROM {{schema}}.embq_column_info();
+
+-- name: claim --
+-- Lease chunks to a worker.
+SELECT id, doc_id, chunk_index, content, title, attempts
+FROM {{schema}}.embq_claim(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s);
+
+-- name: complete --
+-- Store a batch of vectors and mark the chunks done.
+SELECT {{schema}}.embq_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)s::vector[], %(hashes)s);
+
+-- name: fail --
+-- Record chunks' own failures.
+SELECT {{schema}}.embq_fail(%(worker)s, %(ids)s, %(errors)s);
+
+-- name: release --
+-- Give chunks back untouched.
+SELECT {{schema}}.embq_release(%(worker)s, %(ids)s);
+
+-- name: status --
+-- Exact counts, for all chunks or one document.
+SELECT total, embedded, pending, failed, in_progress, stale_leases FROM {{schema}}.embq_status(%(doc_id)s);
+
+-- name: status_by_document --
+-- Counts per document, most pending first.
+SELECT doc_id, name, total, embedded, pending, failed, in_progress FROM {{schema}}.embq_status_by_document(%(limit)s);
+
+-- name: recent_errors --
+-- Failure reasons, grouped.
+SELECT error, chunks, last_seen FROM {{schema}}.embq_recent_errors(%(limit)s);
+
+-- name: document_exists --
+-- Whether a document id is known.
+SELECT {{schema}}.embq_document_exists(%(doc_id)s);
+
+-- name: server_time --
+-- The database's clock, which leases and failure times are measured by.
+SELECT now();

@@ -1,0 +1,39 @@
+-- The idempotent migration. Placeholders in double braces are SQL identifiers or type names that
+-- the loader quotes and validates (modules/stores/sql_templates.py); values are never templated.
+-- It creates the host tables only when they are missing, and otherwise adds only the queue's columns.
+
+CREATE EXTENSION IF NOT EXISTS vector;
+
+CREATE TABLE IF NOT EXISTS {{documents}} (
+    id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    name        text,
+    type        text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS {{chunks}} (
+    id           text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    doc_id       text NOT NULL REFERENCES {{documents}} (id) ON DELETE CASCADE,
+    chunk_index  integer NOT NULL,
+    {{content}}  text NOT NULL,
+    {{embedding}} vector({{dimensions}})
+);
+
+-- The queue's own state, one row per chunk, kept beside the host's columns.
+ALTER TABLE {{chunks}}
+    ADD COLUMN IF NOT EXISTS embedding_attempts         integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS embedding_error            text,
+    ADD COLUMN IF NOT EXISTS embedding_failed_at        timestamptz,
+    ADD COLUMN IF NOT EXISTS embedding_model            text,
+    ADD COLUMN IF NOT EXISTS content_hash               text,
+    ADD COLUMN IF NOT EXISTS embedded_at                timestamptz,
+    ADD COLUMN IF NOT EXISTS embedding_lease_owner      text,
+    ADD COLUMN IF NOT EXISTS embedding_lease_expires_at timestamptz;
+
+-- Claiming walks these partial indexes in (doc_id, chunk_index) order, so a claim costs the same
+-- whether 10 or 10 million chunks are waiting, and counting pending or failed rows stays cheap.
+CREATE INDEX IF NOT EXISTS {{index_pending}} ON {{chunks}} (doc_id, chunk_index)
+    WHERE {{embedding}} IS NULL AND embedding_failed_at IS NULL;
+CREATE INDEX IF NOT EXISTS {{index_failed}} ON {{chunks}} (doc_id, chunk_index)
+    WHERE {{embedding}} IS NULL AND embedding_failed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {{index_doc}} ON {{chunks}} (doc_id);

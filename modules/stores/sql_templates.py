@@ -1,0 +1,87 @@
+"""Loads the `.sql` files and fills their `{{placeholders}}` with validated, quoted identifiers.
+
+Only identifiers and type names are templated, each checked against a strict pattern first;
+values always travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+from modules.settings import TableNames
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\d+(,\d+)?\))?(\[\])?$")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_QUERY_HEADER = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
+
+
+def quote_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return f'"{name}"'
+
+
+def checked_type(type_name: str) -> str:
+    if not _TYPE_NAME.match(type_name):
+        raise ValueError(f"unexpected column type: {type_name!r}")
+    return type_name
+
+
+@dataclass(frozen=True)
+class SqlContext:
+    """Everything the templates may refer to."""
+
+    tables: TableNames
+    dimensions: int
+    id_type: str = "text"
+    doc_id_type: str = "text"
+
+    def values(self) -> dict[str, str]:
+        t = self.tables
+        schema = quote_identifier(t.schema)
+        index_base = t.chunks[:40]
+        return {
+            "schema": schema,
+            "search_path": f"{schema}, extensions, public" if t.schema != "public" else "public, extensions",
+            "chunks": f"{schema}.{quote_identifier(t.chunks)}",
+            "chunks_regclass": f"{schema}.{quote_identifier(t.chunks)}",
+            "documents": f"{schema}.{quote_identifier(t.documents)}",
+            "content": quote_identifier(t.content_column),
+            "embedding": quote_identifier(t.embedding_column),
+            "embedding_name": t.embedding_column,
+            "dimensions": str(int(self.dimensions)),
+            "index_pending": quote_identifier(f"{index_base}_embq_pending_idx"),
+            "index_failed": quote_identifier(f"{index_base}_embq_failed_idx"),
+            "index_doc": quote_identifier(f"{index_base}_embq_doc_idx"),
+            "id_type": checked_type(self.id_type),
+            "doc_id_type": checked_type(self.doc_id_type),
+        }
+
+
+def render(template: str, context: SqlContext) -> str:
+    values = context.values()
+
+    def fill(match: re.Match[str]) -> str:
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+@cache
+def read_sql_file(name: str) -> str:
+    return files("modules.stores").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def named_queries(context: SqlContext) -> dict[str, str]:
+    """Parse queries.sql into {name: rendered statement}."""
+    text = read_sql_file("queries.sql")
+    parts = _QUERY_HEADER.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
+        queries[name] = render("\n".join(lines).strip().rstrip(";"), context)
+    return queries
