@@ -93,9 +93,7 @@ async def seed_chunks(
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         for doc_id, texts in texts_by_doc.items():
             name = (names or {}).get(doc_id, f"{doc_id}.txt")
-            await conn.execute(
-                "INSERT INTO document_sources (id, name, type) VALUES (%s, %s, 'txt')", (doc_id, name)
-            )
+            await conn.execute("INSERT INTO document_sources (id, name, type) VALUES (%s, %s, 'txt')", (doc_id, name))
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO chunks (doc_id, chunk_index, content) VALUES (%s, %s, %s)",
@@ -116,6 +114,8 @@ def corpus(n: int, docs: int = 10, prefix: str = "") -> dict[str, list[str]]:
     """n distinct Japanese-ish texts spread evenly over `docs` documents."""
     per = n // docs
     return {
-        f"doc-{d:03d}": [f"{prefix}文書{d}の第{i}段落です。東京の天気は晴れ、気温は{(d * 7 + i) % 35}度でした。" for i in range(per)]
+        f"doc-{d:03d}": [
+            f"{prefix}文書{d}の第{i}段落です。東京の天気は晴れ、気温は{(d * 7 + i) % 35}度でした。" for i in range(per)
+        ]
         for d in range(docs)
     }

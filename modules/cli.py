@@ -1,0 +1,89 @@
+"""What every command-line face shares: exit codes, one-line errors, signals, logging options."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from modules.errors import (
+    BatchEmbeddingError,
+    ProviderConfigError,
+    RunAborted,
+    SchemaMismatchError,
+    StoreError,
+    UnknownDocumentError,
+)
+from modules.reporting import configure_logging, scrub
+from modules.settings import Settings, SettingsError, load_settings
+
+EXIT_OK = 0  # every selected chunk ended embedded
+EXIT_FAILED = 1  # some chunks are recorded failed, or the run stopped early (quota)
+EXIT_USAGE = 2  # usage, settings, or environment error: nothing was attempted
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("batch_embedding")
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="show debug lines too")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on the console")
+
+
+def setup(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    configure_logging(settings.log_file, settings.secrets(), level=level)
+    return settings
+
+
+def fail(message: str, secrets: list[str]) -> None:
+    print(f"❌ {scrub(message, secrets)}", file=sys.stderr)
+
+
+def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]]) -> int:
+    """Run an async command; turn known errors into one clear line and an exit code, and make
+    SIGINT/SIGTERM cancel the run cleanly (the batch in flight is written or released)."""
+
+    async def guarded() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await body()
+
+    try:
+        return asyncio.run(guarded())
+    except SettingsError as exc:
+        fail(f"設定エラー: {exc}", [])
+        return EXIT_USAGE
+    except UnknownDocumentError as exc:
+        fail(f"ドキュメントが見つかりません: {exc.doc_id!r} (--status --by-document で一覧を確認できます)", secrets())
+        return EXIT_USAGE
+    except (ProviderConfigError, SchemaMismatchError) as exc:
+        fail(f"設定エラー: {exc}", secrets())
+        return EXIT_USAGE
+    except StoreError as exc:
+        fail(f"データベースエラー: {exc}", secrets())
+        return EXIT_USAGE
+    except RunAborted as exc:
+        fail(f"処理を中断しました: {exc}", secrets())
+        return EXIT_FAILED
+    except BatchEmbeddingError as exc:
+        fail(str(exc), secrets())
+        return EXIT_FAILED
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\n⏹️ 中断しました。処理中のバッチは書き込み済みか、未処理に戻してあります。", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def safe_secrets() -> list[str]:
+    try:
+        return load_settings().secrets()
+    except SettingsError:
+        return []

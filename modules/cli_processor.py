@@ -1,0 +1,92 @@
+"""`batch_embedding_processor.py`: the guide's processor CLI, kept thin over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_logging_options, run_main, safe_secrets, setup
+from modules.errors import UnknownDocumentError
+from modules.progress import show_progress
+from modules.reporting import RunStats
+from modules.status_view import format_status, status_dict
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batch_embedding_processor.py",
+        description="Embed chunks that have no embedding, in batches, with recovery; or show the status.",
+        epilog="Exit codes: 0 all selected chunks embedded, 1 some failed, 2 usage/settings error, 130 interrupted.",
+    )
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="process at most N chunks")
+    parser.add_argument("--doc-id", metavar="ID", help="only this document's chunks")
+    parser.add_argument("--retry-only", action="store_true", help="only chunks recorded as failed by earlier runs")
+    parser.add_argument("--status", action="store_true", help="show counts only (nothing is embedded)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--by-document", action="store_true", help="with --status: a line per document")
+    parser.add_argument("--errors", action="store_true", help="with --status: the most common recorded errors")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    add_logging_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    if args.doc_id is not None and not args.doc_id.strip():
+        parser.print_usage(sys.stderr)
+        print("❌ --doc-id must not be empty", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def body() -> int:
+        settings = setup(args)
+        async with BatchEmbeddingGenerator(settings) as generator:
+            if args.status:
+                return await show_status(generator, args)
+            if args.no_progress or args.json:
+                stats = await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
+            else:
+                async with show_progress(generator):
+                    stats = await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
+            status = await generator.status(args.doc_id)
+            if args.json:
+                print(json.dumps({"run": stats.as_dict(), "status": status_dict(status)}, ensure_ascii=False))
+            else:
+                print(format_status(status))
+            return exit_code(stats)
+
+    return run_main(body, safe_secrets)
+
+
+async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> int:
+    store = generator.store
+    if args.doc_id is not None and not await store.document_exists(args.doc_id):
+        raise UnknownDocumentError(args.doc_id)
+    status = await store.status(args.doc_id)
+    documents = await store.status_by_document() if args.by_document else None
+    errors = await store.recent_errors() if args.errors else None
+    if args.json:
+        extra = {"model": generator.embedder.model_id, "dimensions": generator.settings.dimensions}
+        print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
+    else:
+        print(format_status(status, documents=documents, errors=errors))
+    return EXIT_OK
+
+
+def exit_code(stats: RunStats) -> int:
+    return EXIT_OK if stats.ok else EXIT_FAILED
