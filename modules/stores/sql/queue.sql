@@ -203,3 +203,12 @@ EXCEPTION WHEN invalid_text_representation THEN
     RETURN false;  -- e.g. 'abc' against a uuid column: simply not a document of ours
 END;
 $$;
+
+-- The database's clock, which leases and failure times are measured by (callable over RPC too).
+CREATE OR REPLACE FUNCTION {{schema}}.embq_server_time()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = {{search_path}}
+AS $$
+    SELECT now();
+$$;
