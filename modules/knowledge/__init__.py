@@ -1,0 +1,1 @@
+"""Knowledge-base documents: normalization and chunking before embedding."""
