@@ -87,6 +87,30 @@ class ColumnInfo:
     doc_id_type: str
 
 
+@dataclass(frozen=True)
+class RepairRow:
+    """One document's repair needs (see repair.sql, embq_repair_report)."""
+
+    doc_id: str
+    name: str | None
+    missing: int  # no vector and not leased live; includes `failed`
+    expired_leases: int
+    wrong_model: int
+    wrong_dimension: int
+    failed: int
+    to_reset: int  # vectors a repair would clear: wrong model or wrong dimension, counted once
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """What one repair did, in one transaction (see repair.sql, embq_repair_apply)."""
+
+    released_leases: int
+    wrong_model: int
+    wrong_dimension: int
+    reset: int  # vectors cleared (wrong model or wrong dimension, counted once), now pending again
+
+
 @dataclass
 class ClaimFilter:
     mode: ClaimMode = ClaimMode.PENDING
@@ -123,5 +147,15 @@ class ChunkStore(Protocol):
     async def document_exists(self, doc_id: str) -> bool: ...
 
     async def server_time(self) -> datetime: ...
+
+    async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
+        """Per document: what is missing, leased by a dead worker, or embedded by another model or dimension."""
+        ...
+
+    async def repair_apply(
+        self, model_id: str, dimensions: int, doc_id: str | None = None, limit: int | None = None
+    ) -> RepairResult:
+        """Clear expired leases and reset (at most `limit`) wrong vectors to pending, in one transaction."""
+        ...
 
     async def aclose(self) -> None: ...

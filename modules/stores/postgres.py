@@ -29,6 +29,8 @@ from modules.stores.base import (
     ErrorGroup,
     Failure,
     QueueStatus,
+    RepairResult,
+    RepairRow,
 )
 from modules.stores.sql_templates import SqlContext, named_queries, read_sql_file, render
 
@@ -77,7 +79,7 @@ class PostgresStore:
         return info
 
     async def _migrate(self) -> ColumnInfo:
-        """Apply schema.sql and queue.sql in one transaction, under an advisory lock."""
+        """Apply schema.sql, queue.sql and repair.sql in one transaction, under an advisory lock."""
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
         except psycopg.OperationalError as exc:
@@ -91,6 +93,7 @@ class PostgresStore:
                     info = await _column_info(conn, self._tables)
                     typed = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
                     await conn.execute(render(read_sql_file("queue.sql"), typed).encode())
+                    await conn.execute(render(read_sql_file("repair.sql"), typed).encode())
             except psycopg.errors.UndefinedFile as exc:
                 raise StoreError(f"the pgvector extension is not installed on this server: {_short(exc)}") from None
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -189,6 +192,20 @@ class PostgresStore:
         value = (await self._fetch("server_time", {}))[0][0]
         assert isinstance(value, datetime)
         return value
+
+    # --- repair ------------------------------------------------------------------------------
+
+    async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
+        rows = await self._fetch("repair_report", {"model": model_id, "dimensions": dimensions, "doc_id": doc_id})
+        return [RepairRow(str(r[0]), r[1], *(int(v) for v in r[2:])) for r in rows]
+
+    async def repair_apply(
+        self, model_id: str, dimensions: int, doc_id: str | None = None, limit: int | None = None
+    ) -> RepairResult:
+        rows = await self._fetch(
+            "repair_apply", {"model": model_id, "dimensions": dimensions, "doc_id": doc_id, "limit": limit}
+        )
+        return RepairResult(*(int(v) for v in rows[0]))
 
 
 async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:

@@ -41,3 +41,13 @@ SELECT {{schema}}.embq_document_exists(%(doc_id)s);
 -- name: server_time --
 -- The database's clock, which leases and failure times are measured by.
 SELECT now();
+
+-- name: repair_report --
+-- Per document: missing vectors, expired leases, vectors of the wrong model or dimension, failures.
+SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, failed, to_reset
+FROM {{schema}}.embq_repair_report(%(model)s, %(dimensions)s, %(doc_id)s);
+
+-- name: repair_apply --
+-- Clear expired leases and reset wrong vectors to pending, in one transaction.
+SELECT released_leases, wrong_model, wrong_dimension, reset
+FROM {{schema}}.embq_repair_apply(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s);

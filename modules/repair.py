@@ -1,0 +1,235 @@
+"""The logic of `fix_missing_embeddings.py`: find what keeps the embeddings from being complete and
+right, document by document, reset it in one transaction, and let the normal batch run fill it in.
+
+What counts as wrong is decided in SQL (repair.sql) against the embedder's model id (which names the
+model and its dimension, e.g. "gemini-embedding-001@768") and the configured dimension:
+
+- a chunk with no vector (and no live lease) is missing: the batch run embeds it;
+- a lease whose time ran out (its worker died) is cleared;
+- a vector made by another model, by an unrecorded one, or of another length is cleared, so the
+  chunk is pending again and the batch run re-embeds it, batch-aware, with the current model.
+
+Chunks recorded as failed are reported but left for `batch_embedding_processor.py --retry-only`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.errors import UnknownDocumentError
+from modules.progress import show_progress
+from modules.reporting import RunStats
+from modules.status_view import format_status, status_dict
+from modules.stores.base import QueueStatus, RepairResult, RepairRow
+
+log = logging.getLogger("batch_embedding")
+
+MAX_DOCUMENT_LINES = 50  # the human report lists at most this many documents; --json lists all
+
+
+@dataclass(frozen=True)
+class RepairTotals:
+    missing: int = 0
+    expired_leases: int = 0
+    wrong_model: int = 0
+    wrong_dimension: int = 0
+    failed: int = 0
+    to_reset: int = 0
+
+    @classmethod
+    def of(cls, rows: list[RepairRow]) -> RepairTotals:
+        return cls(
+            missing=sum(r.missing for r in rows),
+            expired_leases=sum(r.expired_leases for r in rows),
+            wrong_model=sum(r.wrong_model for r in rows),
+            wrong_dimension=sum(r.wrong_dimension for r in rows),
+            failed=sum(r.failed for r in rows),
+            to_reset=sum(r.to_reset for r in rows),
+        )
+
+    @property
+    def pending(self) -> int:
+        """Missing and not recorded failed: what a normal run would embed as things are."""
+        return self.missing - self.failed
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """What the database holds now, and what a repair with these options would do."""
+
+    model_id: str
+    dimensions: int
+    doc_id: str | None
+    limit: int | None
+    rows: list[RepairRow]
+
+    @property
+    def totals(self) -> RepairTotals:
+        return RepairTotals.of(self.rows)
+
+    @property
+    def would_release(self) -> int:
+        return self.totals.expired_leases
+
+    @property
+    def would_reset(self) -> int:
+        """Vectors to clear; a limit caps them, so a limited repair never leaves more holes than it fills."""
+        reset = self.totals.to_reset
+        return reset if self.limit is None else min(reset, self.limit)
+
+    @property
+    def would_embed(self) -> int:
+        embed = self.totals.pending + self.would_reset
+        return embed if self.limit is None else min(embed, self.limit)
+
+
+@dataclass(frozen=True)
+class RepairOutcome:
+    plan: RepairPlan
+    dry_run: bool
+    applied: RepairResult | None
+    run: RunStats | None
+    status: QueueStatus
+
+    @property
+    def ok(self) -> bool:
+        return self.run is None or self.run.ok
+
+
+async def plan_repair(
+    generator: BatchEmbeddingGenerator, *, doc_id: str | None = None, limit: int | None = None
+) -> RepairPlan:
+    """Read the per-document report; changes nothing and calls no API."""
+    store = generator.store
+    if doc_id is not None and not await store.document_exists(doc_id):
+        raise UnknownDocumentError(doc_id)
+    model_id = generator.embedder.model_id
+    dimensions = generator.embedder.dimensions
+    rows = await store.repair_report(model_id, dimensions, doc_id)
+    return RepairPlan(model_id, dimensions, doc_id, limit, rows)
+
+
+async def repair(
+    generator: BatchEmbeddingGenerator,
+    *,
+    doc_id: str | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    progress: bool = False,
+) -> RepairOutcome:
+    """Report, reset (one transaction) and re-embed; with `dry_run`, only report what would be done."""
+    plan = await plan_repair(generator, doc_id=doc_id, limit=limit)
+    log_plan(plan)
+    store = generator.store
+    if dry_run:
+        log.info("🧪 ドライラン: データベースは変更せず、埋め込みAPIも呼び出しません")
+        return RepairOutcome(plan, True, None, None, await store.status(doc_id))
+
+    applied = await store.repair_apply(plan.model_id, plan.dimensions, doc_id, limit)
+    if applied.released_leases:
+        log.info("🔓 期限切れリースを解放しました: %d件", applied.released_leases)
+    if applied.reset:
+        log.info(
+            "♻️ 再埋め込みのためにベクトルをリセットしました: %d件 (モデル違い %d, 次元違い %d)",
+            applied.reset,
+            applied.wrong_model,
+            applied.wrong_dimension,
+        )
+    if applied.reset < plan.totals.to_reset:
+        log.warning("⚠️ --limit のため %d件のリセットは次回に持ち越します", max(0, plan.totals.to_reset - applied.reset))
+    if progress:
+        async with show_progress(generator):
+            stats = await generator.run(doc_id=doc_id, limit=limit)
+    else:
+        stats = await generator.run(doc_id=doc_id, limit=limit)
+    return RepairOutcome(plan, False, applied, stats, await store.status(doc_id))
+
+
+def log_plan(plan: RepairPlan) -> None:
+    t = plan.totals
+    scope = f"ドキュメント {plan.doc_id}" if plan.doc_id else "全ドキュメント"
+    log.info("🔧 埋め込み修復: %s (モデル: %s, 次元: %d)", scope, plan.model_id, plan.dimensions)
+    log.info(
+        "📊 修復対象: %dドキュメント | 未埋め込み %d (うち失敗 %d) | 期限切れリース %d | モデル違い %d | 次元違い %d",
+        len(plan.rows),
+        t.missing,
+        t.failed,
+        t.expired_leases,
+        t.wrong_model,
+        t.wrong_dimension,
+    )
+    if t.failed:
+        log.info(
+            "💡 失敗チャンク %d件はこの修復では再処理しません: python batch_embedding_processor.py --retry-only",
+            t.failed,
+        )
+
+
+# --- presentation ---------------------------------------------------------------------------------
+
+
+def format_row(row: RepairRow) -> str:
+    return (
+        f"  {row.name or row.doc_id} [{row.doc_id}]: 未埋め込み {row.missing} (うち失敗 {row.failed})"
+        f" | 期限切れリース {row.expired_leases} | モデル違い {row.wrong_model} | 次元違い {row.wrong_dimension}"
+    )
+
+
+def format_outcome(outcome: RepairOutcome) -> str:
+    plan = outcome.plan
+    t = plan.totals
+    lines = [f"🔧 埋め込み修復レポート (モデル: {plan.model_id}, 次元: {plan.dimensions})"]
+    if not plan.rows:
+        lines.append("  ✨ 修復が必要なチャンクはありません")
+    else:
+        lines.append("📄 ドキュメント別")
+        lines.extend(format_row(r) for r in plan.rows[:MAX_DOCUMENT_LINES])
+        if len(plan.rows) > MAX_DOCUMENT_LINES:
+            lines.append(f"  … 他 {len(plan.rows) - MAX_DOCUMENT_LINES} ドキュメント (--json で全件)")
+        lines.append(
+            f"  合計: 未埋め込み {t.missing} (うち失敗 {t.failed}) | 期限切れリース {t.expired_leases}"
+            f" | モデル違い {t.wrong_model} | 次元違い {t.wrong_dimension}"
+        )
+    lines.append("")
+    if outcome.dry_run:
+        lines.append("🧪 ドライラン: 何も変更していません。実行すると次の処理を行います")
+        lines.append(f"  🔓 期限切れリースの解放: {plan.would_release}件")
+        lines.append(f"  ♻️ 再埋め込みのためのリセット: {plan.would_reset}件 (モデル違い・次元違いのベクトル)")
+        lines.append(f"  🧠 バッチ埋め込み: {plan.would_embed}件")
+        if t.failed:
+            lines.append(
+                f"  💡 失敗チャンク {t.failed}件は再処理しません: python batch_embedding_processor.py --retry-only"
+            )
+    else:
+        applied = outcome.applied
+        if applied is not None:
+            lines.append(f"🔓 期限切れリースを解放: {applied.released_leases}件")
+            lines.append(
+                f"♻️ リセット: {applied.reset}件 (モデル違い {applied.wrong_model}, 次元違い {applied.wrong_dimension})"
+            )
+        if outcome.run is not None:
+            run = outcome.run
+            lines.append(f"🧠 バッチ埋め込み: 成功 {run.embedded}件 | 失敗 {run.failed}件")
+        lines.append("")
+        lines.append(format_status(outcome.status))
+    return "\n".join(lines)
+
+
+def outcome_dict(outcome: RepairOutcome) -> dict[str, Any]:
+    plan = outcome.plan
+    return {
+        "dry_run": outcome.dry_run,
+        "model": plan.model_id,
+        "dimensions": plan.dimensions,
+        "doc_id": plan.doc_id,
+        "limit": plan.limit,
+        "documents": [asdict(r) for r in plan.rows],
+        "totals": asdict(plan.totals),
+        "plan": {"release_leases": plan.would_release, "reset": plan.would_reset, "embed": plan.would_embed},
+        "applied": asdict(outcome.applied) if outcome.applied is not None else None,
+        "run": outcome.run.as_dict() if outcome.run is not None else None,
+        "status": status_dict(outcome.status),
+    }
