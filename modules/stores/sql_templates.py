@@ -7,6 +7,7 @@ values always travel as bound parameters.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -67,6 +68,18 @@ def render(template: str, context: SqlContext) -> str:
 
     def fill(match: re.Match[str]) -> str:
         return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def render_deferring(template: str, context: SqlContext, deferred: Collection[str]) -> str:
+    """Like `render`, but leaves the `deferred` placeholders as they are (`{{id_type}}`), for SQL
+    that fills them in itself when it is applied (the Supabase migration reads the id types then)."""
+    values = context.values()
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return match.group(0) if name in deferred else values[name]
 
     return _PLACEHOLDER.sub(fill, template)
 
