@@ -20,7 +20,13 @@ async def open_store(settings: Settings, *, pool_size: int = 4) -> tuple[ChunkSt
     kind = store_kind(settings)
     store: ChunkStore
     if kind == "supabase":
-        raise StoreError("the Supabase REST path (SUPABASE_URL without DATABASE_URL) is not available in this version")
+        from modules.stores.supabase import SupabaseStore
+
+        if not settings.supabase_url or not settings.supabase_key:
+            raise StoreError("SUPABASE_URL and SUPABASE_KEY (the service-role key) must both be set")
+        store = SupabaseStore(
+            settings.supabase_url, settings.supabase_key, settings.tables, settings.dimensions, pool_size=pool_size
+        )
     else:
         from modules.stores.postgres import PostgresStore
 

@@ -1,0 +1,419 @@
+"""ChunkStore on Supabase's REST API (PostgREST) through supabase-py's async client.
+
+For backends that hold only `SUPABASE_URL` and the service-role key, no database password. Every
+operation is one `.rpc()` call to the same SQL functions the PostgreSQL store calls (queue.sql,
+repair.sql), so leases, SKIP LOCKED, attempts and counts mean exactly the same on both paths. The
+functions are created by the migration under `supabase/migrations/`, which Supabase users apply
+themselves; `prepare()` never runs DDL, it asks `embq_column_info` and checks the answer.
+
+Arguments travel as named JSON values; vectors as pgvector's text form ("[0.1,0.2,...]") inside a
+JSON array, which PostgREST casts to `vector[]`. One round trip per batch, for results too.
+
+Errors: an unreachable URL is StoreUnavailableError; a wrong or anon key, or a missing function (the
+migration not applied) is a StoreError that says what to do; 5xx, timeouts and dropped connections
+are retried with exponential backoff, then StoreUnavailableError. Every write is idempotent in SQL,
+so retrying one whose answer was lost is safe, and nothing is reported written unless the RPC answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Sequence
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from postgrest.exceptions import APIError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
+from modules.settings import Secret, TableNames
+from modules.stores.base import (
+    Chunk,
+    ClaimFilter,
+    ColumnInfo,
+    Completed,
+    DocumentStatus,
+    ErrorGroup,
+    Failure,
+    QueueStatus,
+    RepairResult,
+    RepairRow,
+)
+from modules.stores.migration_file import MIGRATION_NAME
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_HINT = f"supabase/migrations/{MIGRATION_NAME}"
+_KEY_HINT = "use the project's service-role key (Dashboard → Project Settings → API keys → service_role / secret)"
+_RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+_RETRY_SQLSTATE_PREFIXES = ("08", "40", "53", "57")  # connection, rollback/deadlock, resources, canceled
+_RETRY_PGRST = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})  # PostgREST lost its database
+_AUTH_CODES = frozenset({"PGRST300", "PGRST301", "PGRST302"})
+
+# The HTTP status of the response being handled, set by an httpx hook in the calling task: APIError
+# keeps PostgREST's JSON body but not the status, which a gateway's error (no `code`) needs.
+_last_status: ContextVar[int | None] = ContextVar("embq_supabase_last_status", default=None)
+
+
+class _Transient(Exception):
+    """A failure worth retrying as is (5xx, timeout, dropped connection)."""
+
+
+async def _remember_status(response: httpx.Response) -> None:
+    _last_status.set(response.status_code)
+
+
+def vector_text(vector: npt.NDArray[np.float32]) -> str:
+    """pgvector's text form with float32's shortest round-trip digits, so the stored value is exact."""
+    values = np.asarray(vector, dtype=np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("a vector holds NaN or infinity, which pgvector does not store")
+    return "[" + ",".join(values.astype(str)) + "]"
+
+
+def key_role(key: str) -> str | None:
+    """The role a Supabase API key acts as, when the key says so (JWT `role` claim, or new-style prefix)."""
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None
+
+
+class SupabaseStore:
+    def __init__(
+        self,
+        url: str,
+        key: Secret,
+        tables: TableNames,
+        dimensions: int,
+        *,
+        pool_size: int = 4,
+        timeout: float = 30.0,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+    ) -> None:
+        self._url = url.rstrip("/")
+        self._key = key
+        self._tables = tables
+        self._dimensions = dimensions
+        self._pool_size = max(2, pool_size)
+        self._timeout = timeout
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._http: httpx.AsyncClient | None = None
+        self._client: AsyncClient | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def prepare(self) -> ColumnInfo:
+        """Check that the migration is applied and describe the vector column. Runs no DDL."""
+        role = key_role(self._key.reveal())
+        if role in ("anon", "authenticated"):
+            raise StoreError(
+                f"SUPABASE_KEY is the {'anon (publishable)' if role == 'anon' else 'authenticated'} key, "
+                f"which may not run the embedding queue; {_KEY_HINT}"
+            )
+        await self._open()
+        rows = await self._rpc("embq_column_info", {})
+        if not rows:
+            t = self._tables
+            raise SchemaMismatchError(
+                f"table {t.schema}.{t.chunks} lacks the column id, doc_id or {t.embedding_column}; "
+                "check CHUNKS_TABLE and CHUNKS_EMBEDDING_COLUMN against the table the migration was made for"
+            )
+        row = rows[0]
+        dims = row.get("dimensions")
+        return ColumnInfo(
+            dimensions=int(dims) if dims is not None else None,
+            id_type=str(row["id_type"]),
+            doc_id_type=str(row["doc_id_type"]),
+        )
+
+    async def _open(self) -> None:
+        if self._client is not None:
+            return
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+            limits=httpx.Limits(max_connections=self._pool_size * 2, max_keepalive_connections=self._pool_size),
+            http2=True,
+            follow_redirects=True,
+            event_hooks={"response": [_remember_status]},
+        )
+        options = AsyncClientOptions(
+            schema=self._tables.schema,
+            httpx_client=self._http,
+            postgrest_client_retry=False,  # retries are ours: POSTs too, with backoff, and counted
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        try:
+            self._client = await acreate_client(self._url, self._key.reveal(), options=options)
+        except Exception as exc:  # supabase-py validates the URL and key shapes here
+            await self.aclose()
+            raise StoreError(f"SUPABASE_URL or SUPABASE_KEY is not usable: {self._scrub(str(exc))}") from None
+
+    async def aclose(self) -> None:
+        self._client = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # --- one RPC -----------------------------------------------------------------------------
+
+    async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        """Call one SQL function, retrying transient failures; returns PostgREST's decoded JSON."""
+        client = self._client
+        if client is None:
+            raise StoreError("the store is not prepared; call prepare() first")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=self._backoff, max=self._max_backoff, jitter=self._backoff),
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._log_retry(function),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._call_once(client, function, params)
+        except _Transient as exc:
+            raise StoreUnavailableError(
+                f"Supabase did not complete {function} after {self._attempts} attempts: {exc}"
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _call_once(self, client: AsyncClient, function: str, params: dict[str, Any]) -> Any:
+        _last_status.set(None)
+        try:
+            response = await client.rpc(function, params).execute()
+        except APIError as exc:
+            raise self._translate(function, exc, _last_status.get()) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise StoreUnavailableError(
+                f"cannot reach Supabase at {self._url} ({self._describe(exc)}); check SUPABASE_URL "
+                "(your project's URL, e.g. https://xyz.supabase.co) and the network"
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise _Transient(f"no answer within {self._timeout:g}s ({type(exc).__name__})") from None
+        except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+            raise _Transient(f"the connection dropped ({self._describe(exc)})") from None
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"HTTP error talking to Supabase: {self._describe(exc)}") from None
+        return response.data
+
+    def _translate(self, function: str, exc: APIError, status: int | None) -> Exception:
+        code = str(exc.code or "")
+        message = self._scrub(str(exc.message or "").strip() or "no message")
+        said = f"HTTP {status}" if status else "error"
+        said += f" {code}: {message}" if code and code != str(status) else f": {message}"
+        lowered = message.lower()
+        if code == "42501":
+            return StoreError(
+                f"Supabase refused {function} ({said}): the key may not run the queue functions, which the "
+                f"migration grants to service_role only. SUPABASE_KEY is the anon key or a user's token; {_KEY_HINT}"
+            )
+        if status in (401, 403) or code in _AUTH_CODES or "api key" in lowered or "jwt" in lowered:
+            return StoreError(
+                f"Supabase rejected SUPABASE_KEY ({said}): the key is wrong, expired, or from another project; "
+                f"{_KEY_HINT}"
+            )
+        if code == "PGRST202":
+            return StoreError(
+                f"the function {self._tables.schema}.{function} is missing on Supabase ({said}): the embedding "
+                f"queue's migration is not applied. Apply {_MIGRATION_HINT} (supabase db push, or run it in the "
+                "SQL editor); if you just did, reload the API's schema cache with: NOTIFY pgrst, 'reload schema'"
+            )
+        if code == "PGRST106":
+            return StoreError(
+                f"Supabase does not expose the schema {self._tables.schema!r} ({said}): add it to the Data API's "
+                "exposed schemas, or set DB_SCHEMA to one that is"
+            )
+        if (
+            (status is not None and (status in _RETRY_STATUSES or status >= 520))
+            or code in _RETRY_PGRST
+            or (status in (None, 500) and code.startswith(_RETRY_SQLSTATE_PREFIXES))
+        ):
+            return _Transient(said)
+        if status == 404 and not code.startswith(("PGRST", "42")):
+            return StoreError(
+                f"{self._url} answered {said} for /rest/v1/rpc/{function}: SUPABASE_URL does not look like a "
+                "Supabase project URL (e.g. https://xyz.supabase.co, without /rest/v1)"
+            )
+        details = f" ({self._scrub(str(exc.details))})" if exc.details else ""
+        return StoreError(f"Supabase RPC {function} failed ({said}){details}")
+
+    def _log_retry(self, function: str) -> Any:
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome
+            reason = outcome.exception() if outcome is not None else None
+            delay = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning(
+                "Supabase RPC %s failed (%s); retry %d/%d in %.1fs",
+                function,
+                reason,
+                state.attempt_number,
+                self._attempts - 1,
+                delay,
+            )
+
+        return before_sleep
+
+    def _describe(self, exc: BaseException) -> str:
+        return self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+    def _scrub(self, text: str) -> str:
+        key = self._key.reveal()
+        return text.replace(key, "***") if key else text
+
+    # --- queue operations --------------------------------------------------------------------
+
+    async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]:
+        rows = await self._rpc(
+            "embq_claim",
+            {
+                "p_worker": worker,
+                "p_limit": limit,
+                "p_lease_seconds": lease_seconds,
+                "p_mode": where.mode.value,
+                "p_doc_id": where.doc_id,
+                "p_failed_before": where.failed_before.isoformat() if where.failed_before else None,
+            },
+        )
+        return [
+            Chunk(
+                str(r["id"]),
+                str(r["doc_id"]),
+                int(r["chunk_index"]),
+                str(r["content"]),
+                r["title"],
+                int(r["attempts"]),
+            )
+            for r in rows
+        ]
+
+    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> int:
+        if not results:
+            return 0
+        written = await self._rpc(
+            "embq_complete",
+            {
+                "p_worker": worker,
+                "p_model": model_id,
+                "p_ids": [r.chunk_id for r in results],
+                "p_vectors": [vector_text(r.vector) for r in results],
+                "p_hashes": [r.content_hash for r in results],
+            },
+        )
+        return int(written)
+
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
+        if failures:
+            await self._rpc(
+                "embq_fail",
+                {"p_worker": worker, "p_ids": [f.chunk_id for f in failures], "p_errors": [f.error for f in failures]},
+            )
+
+    async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
+        if chunk_ids:
+            await self._rpc("embq_release", {"p_worker": worker, "p_ids": list(chunk_ids)})
+
+    async def status(self, doc_id: str | None = None) -> QueueStatus:
+        rows = await self._rpc("embq_status", {"p_doc_id": doc_id})
+        r = rows[0]
+        return QueueStatus(
+            total=int(r["total"]),
+            embedded=int(r["embedded"]),
+            pending=int(r["pending"]),
+            failed=int(r["failed"]),
+            in_progress=int(r["in_progress"]),
+            stale_leases=int(r["stale_leases"]),
+        )
+
+    async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
+        rows = await self._rpc("embq_status_by_document", {"p_limit": limit})
+        return [
+            DocumentStatus(
+                doc_id=str(r["doc_id"]),
+                name=r["name"],
+                total=int(r["total"]),
+                embedded=int(r["embedded"]),
+                pending=int(r["pending"]),
+                failed=int(r["failed"]),
+                in_progress=int(r["in_progress"]),
+            )
+            for r in rows
+        ]
+
+    async def recent_errors(self, limit: int = 10) -> list[ErrorGroup]:
+        rows = await self._rpc("embq_recent_errors", {"p_limit": limit})
+        return [ErrorGroup(str(r["error"]), int(r["chunks"]), _timestamp(r["last_seen"])) for r in rows]
+
+    async def document_exists(self, doc_id: str) -> bool:
+        return bool(await self._rpc("embq_document_exists", {"p_doc_id": doc_id}))
+
+    async def server_time(self) -> datetime:
+        value = _timestamp(await self._rpc("embq_server_time", {}))
+        if value is None:
+            raise StoreError("embq_server_time returned no time")
+        return value
+
+    # --- repair ------------------------------------------------------------------------------
+
+    async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
+        rows = await self._rpc(
+            "embq_repair_report", {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id}
+        )
+        return [
+            RepairRow(
+                doc_id=str(r["doc_id"]),
+                name=r["name"],
+                missing=int(r["missing"]),
+                expired_leases=int(r["expired_leases"]),
+                wrong_model=int(r["wrong_model"]),
+                wrong_dimension=int(r["wrong_dimension"]),
+                failed=int(r["failed"]),
+                to_reset=int(r["to_reset"]),
+            )
+            for r in rows
+        ]
+
+    async def repair_apply(
+        self, model_id: str, dimensions: int, doc_id: str | None = None, limit: int | None = None
+    ) -> RepairResult:
+        rows = await self._rpc(
+            "embq_repair_apply",
+            {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id, "p_limit": limit},
+        )
+        r = rows[0]
+        return RepairResult(
+            released_leases=int(r["released_leases"]),
+            wrong_model=int(r["wrong_model"]),
+            wrong_dimension=int(r["wrong_dimension"]),
+            reset=int(r["reset"]),
+        )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """PostgREST sends timestamptz as ISO 8601 text (e.g. 2026-11-24T14:24:26.060211+00:00)."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value))
