@@ -14,7 +14,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 from google import genai
 from google.genai import errors as genai_errors
@@ -103,16 +102,15 @@ class GeminiEmbedder:
             )
         except genai_errors.APIError as exc:
             raise classify_api_error(exc) from None
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise TransientEmbeddingError(f"timed out: {type(exc).__name__}") from None
-        except (httpx.TransportError, ConnectionError, OSError) as exc:
-            raise TransientEmbeddingError(f"connection failed: {type(exc).__name__}: {_first_line(exc)}") from None
-        except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise TransientEmbeddingError(f"malformed answer: {type(exc).__name__}: {_first_line(exc)}") from None
         except Exception as exc:
-            if _is_aiohttp_error(exc):
-                raise TransientEmbeddingError(f"connection failed: {type(exc).__name__}") from None
-            raise
+            kind = _transport_failure(exc)
+            if kind is None:
+                raise
+            raise TransientEmbeddingError(f"{kind}: {type(exc).__name__}: {_first_line(exc)}") from None
         embeddings = response.embeddings or []
         return self._checked([list(e.values or []) for e in embeddings], len(texts))
 
@@ -187,6 +185,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else ""
 
 
-def _is_aiohttp_error(exc: BaseException) -> bool:
-    # The SDK switches to aiohttp when it is installed; don't import it just to name its errors.
-    return any(cls.__module__.startswith("aiohttp") for cls in type(exc).__mro__)
+_TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "aiohttp", "h11", "anyio")
+
+
+def _transport_failure(exc: BaseException) -> str | None:
+    """'timed out' or 'connection failed' for an error from whichever HTTP stack the SDK runs on
+    (httpx, its fork httpx2, or aiohttp when installed), without importing them to name classes."""
+    if isinstance(exc, (ConnectionError, OSError)):
+        return "connection failed"
+    classes = type(exc).__mro__
+    if not any(cls.__module__.split(".")[0] in _TRANSPORT_MODULES for cls in classes):
+        return None
+    return "timed out" if any("Timeout" in cls.__name__ for cls in classes) else "connection failed"
