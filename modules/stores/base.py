@@ -159,3 +159,43 @@ class ChunkStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    doc_id: str
+    name: str | None
+    type: str | None
+    chunks: int
+    embedded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    doc_id: str
+    name: str | None
+    chunk_index: int
+    content: str
+    distance: float
+
+    @property
+    def similarity(self) -> float:
+        return 1.0 - self.distance
+
+
+class KnowledgeStore(Protocol):
+    """The upload side: documents in, chunks out, vectors searched."""
+
+    async def ingest_document(self, name: str, doc_type: str, chunks: Sequence[str], doc_id: str | None = None) -> str:
+        """Save a document and its chunks in one transaction; returns the document id."""
+        ...
+
+    async def list_documents(self, limit: int = 100) -> list[DocumentSummary]: ...
+
+    async def delete_document(self, doc_id: str) -> int | None:
+        """Chunks removed, or None when there is no such document."""
+        ...
+
+    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]: ...

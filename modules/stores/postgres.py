@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.rows import TupleRow
@@ -26,13 +27,15 @@ from modules.stores.base import (
     ColumnInfo,
     Completed,
     DocumentStatus,
+    DocumentSummary,
     ErrorGroup,
     Failure,
     QueueStatus,
     RepairResult,
     RepairRow,
+    SearchHit,
 )
-from modules.stores.sql_templates import SqlContext, named_queries, read_sql_file, render
+from modules.stores.sql_templates import FUNCTION_FILES, SCHEMA_FILE, SqlContext, named_queries, read_sql_file, render
 
 log = logging.getLogger(__name__)
 AConn = psycopg.AsyncConnection[TupleRow]
@@ -79,7 +82,7 @@ class PostgresStore:
         return info
 
     async def _migrate(self) -> ColumnInfo:
-        """Apply schema.sql, queue.sql and repair.sql in one transaction, under an advisory lock."""
+        """Apply schema.sql, then the function files, in one transaction under an advisory lock."""
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
         except psycopg.OperationalError as exc:
@@ -89,11 +92,11 @@ class PostgresStore:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                     base = SqlContext(self._tables, self._dimensions)
-                    await conn.execute(render(read_sql_file("schema.sql"), base).encode())
+                    await conn.execute(render(read_sql_file(SCHEMA_FILE), base).encode())
                     info = await _column_info(conn, self._tables)
                     typed = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
-                    await conn.execute(render(read_sql_file("queue.sql"), typed).encode())
-                    await conn.execute(render(read_sql_file("repair.sql"), typed).encode())
+                    for name in FUNCTION_FILES:
+                        await conn.execute(render(read_sql_file(name), typed).encode())
             except psycopg.errors.UndefinedFile as exc:
                 raise StoreError(f"the pgvector extension is not installed on this server: {_short(exc)}") from None
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -206,6 +209,26 @@ class PostgresStore:
             "repair_apply", {"model": model_id, "dimensions": dimensions, "doc_id": doc_id, "limit": limit}
         )
         return RepairResult(*(int(v) for v in rows[0]))
+
+    # --- knowledge side --------------------------------------------------------------------------
+
+    async def ingest_document(self, name: str, doc_type: str, chunks: Sequence[str], doc_id: str | None = None) -> str:
+        rows = await self._fetch(
+            "ingest_document", {"name": name, "type": doc_type, "chunks": list(chunks), "doc_id": doc_id}
+        )
+        return str(rows[0][0])
+
+    async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
+        rows = await self._fetch("list_documents", {"limit": limit})
+        return [DocumentSummary(str(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+
+    async def delete_document(self, doc_id: str) -> int | None:
+        value = (await self._fetch("delete_document", {"doc_id": doc_id}))[0][0]
+        return None if value is None else int(value)
+
+    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
+        rows = await self._fetch("search", {"query": np.asarray(query, dtype=np.float32), "limit": limit})
+        return [SearchHit(str(r[0]), str(r[1]), r[2], int(r[3]), str(r[4]), float(r[5])) for r in rows]
 
 
 async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:

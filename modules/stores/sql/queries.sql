@@ -51,3 +51,19 @@ FROM {{schema}}.embq_repair_report(%(model)s, %(dimensions)s, %(doc_id)s);
 -- Clear expired leases and reset wrong vectors to pending, in one transaction.
 SELECT released_leases, wrong_model, wrong_dimension, reset
 FROM {{schema}}.embq_repair_apply(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s);
+
+-- name: ingest_document --
+-- Save a document and its chunks in one transaction.
+SELECT {{schema}}.embq_ingest_document(%(name)s, %(type)s, %(chunks)s, %(doc_id)s);
+
+-- name: list_documents --
+-- Documents with their chunk counts.
+SELECT doc_id, name, type, chunks, embedded, failed FROM {{schema}}.embq_list_documents(%(limit)s);
+
+-- name: delete_document --
+-- Delete a document and its chunks.
+SELECT {{schema}}.embq_delete_document(%(doc_id)s);
+
+-- name: search --
+-- Nearest chunks to a query vector.
+SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.embq_search(%(query)s, %(limit)s);

@@ -1,0 +1,41 @@
+"""`load_samples.py`: put the sample documents into the database as uploads would."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from modules.cli import EXIT_OK, add_logging_options, run_main, safe_secrets, setup
+from modules.knowledge.ingest import TEXT_TYPES, ingest_file, knowledge_store
+from modules.settings import PROJECT_ROOT
+from modules.stores import open_store
+
+log = logging.getLogger("batch_embedding")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="load_samples.py", description="Load sample documents as uploads.")
+    parser.add_argument("folder", nargs="?", type=Path, default=PROJECT_ROOT / "samples")
+    add_logging_options(parser)
+    args = parser.parse_args(argv)
+
+    async def body() -> int:
+        settings = setup(args)
+        store, _ = await open_store(settings)
+        try:
+            knowledge = knowledge_store(store)
+            known = {d.name for d in await knowledge.list_documents(limit=100_000)}
+            for path in sorted(args.folder.iterdir()):
+                if path.suffix.lower() not in TEXT_TYPES or path.name == "README.md":
+                    continue
+                if path.name in known:
+                    log.info("⏭️ 読み込み済みのためスキップ: %s", path.name)
+                    continue
+                result = await ingest_file(knowledge, path)
+                log.info("📄 %s を保存しました (%dチャンク, id=%s)", result.name, result.chunks, result.doc_id)
+        finally:
+            await store.aclose()
+        return EXIT_OK
+
+    return run_main(body, safe_secrets)
