@@ -3,8 +3,8 @@
     python -m modules.stores.migration_file            # writes supabase/migrations/<version>_batch_embedding_queue.sql
     python -m modules.stores.migration_file --check    # exit 1 if the committed file is out of date
 
-The file is made from the same templates the PostgreSQL store applies (schema.sql, then the function
-files, in `PostgresStore._migrate`'s order), so the two paths share one definition of the queue.
+The file is made from the same templates the PostgreSQL store applies (SCHEMA_FILE, then FUNCTION_FILES
+of sql_templates.py, in `PostgresStore._migrate`'s order), so the two paths share one definition of the queue.
 Because a host's id columns may be uuid, text or bigint, the function definitions are typed when
 the file is applied: a DO block reads the id columns' types and EXECUTEs the function text with
 `{{id_type}}` and `{{doc_id_type}}` filled in. Then EXECUTE on every `embq_` function is revoked from
@@ -19,12 +19,18 @@ import sys
 from pathlib import Path
 
 from modules.settings import PROJECT_ROOT, TableNames
-from modules.stores.sql_templates import SqlContext, quote_identifier, read_sql_file, render, render_deferring
+from modules.stores.sql_templates import (
+    FUNCTION_FILES,
+    SCHEMA_FILE,
+    SqlContext,
+    quote_identifier,
+    read_sql_file,
+    render,
+    render_deferring,
+)
 
 MIGRATION_NAME = "20261124000000_batch_embedding_queue.sql"
 MIGRATION_PATH = PROJECT_ROOT / "supabase" / "migrations" / MIGRATION_NAME
-# The files PostgresStore._migrate applies, in its order (a test keeps the two lists equal).
-MIGRATION_FILES = ("schema.sql", "queue.sql", "repair.sql")
 DEFERRED = ("id_type", "doc_id_type")
 DENIED_ROLES = ("anon", "authenticated")  # Supabase's API roles for the anon key and signed-in users
 SERVICE_ROLE = "service_role"
@@ -33,11 +39,8 @@ _TEXT_TAG = "$embq_sql$"
 
 
 def migration_files() -> list[str]:
-    """MIGRATION_FILES that ship with this version (repair.sql may not exist in older trees)."""
-    from importlib.resources import files
-
-    folder = files("modules.stores").joinpath("sql")
-    return [name for name in MIGRATION_FILES if folder.joinpath(name).is_file()]
+    """The files PostgresStore._migrate applies, in its order: schema.sql, then the function files."""
+    return [SCHEMA_FILE, *FUNCTION_FILES]
 
 
 def render_migration(tables: TableNames | None = None, dimensions: int = 768) -> str:
@@ -143,8 +146,7 @@ BEGIN
         -- The functions run with the caller's rights: service_role needs the tables (Supabase grants
         -- these already; a plain PostgreSQL may not).
         GRANT USAGE ON SCHEMA {values["schema"]} TO {service};
-        GRANT SELECT, UPDATE ON {values["chunks"]} TO {service};
-        GRANT SELECT ON {values["documents"]} TO {service};
+        GRANT SELECT, INSERT, UPDATE, DELETE ON {values["chunks"]}, {values["documents"]} TO {service};
     END IF;
 END
 {_BLOCK_TAG};

@@ -2,7 +2,7 @@
 
 For backends that hold only `SUPABASE_URL` and the service-role key, no database password. Every
 operation is one `.rpc()` call to the same SQL functions the PostgreSQL store calls (queue.sql,
-repair.sql), so leases, SKIP LOCKED, attempts and counts mean exactly the same on both paths. The
+repair.sql, knowledge.sql), so leases, SKIP LOCKED, attempts and counts mean exactly the same on both paths. The
 functions are created by the migration under `supabase/migrations/`, which Supabase users apply
 themselves; `prepare()` never runs DDL, it asks `embq_column_info` and checks the answer.
 
@@ -29,7 +29,6 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 from postgrest.exceptions import APIError
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
@@ -41,13 +40,16 @@ from modules.stores.base import (
     ColumnInfo,
     Completed,
     DocumentStatus,
+    DocumentSummary,
     ErrorGroup,
     Failure,
     QueueStatus,
     RepairResult,
     RepairRow,
+    SearchHit,
 )
 from modules.stores.migration_file import MIGRATION_NAME
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +412,46 @@ class SupabaseStore:
             wrong_dimension=int(r["wrong_dimension"]),
             reset=int(r["reset"]),
         )
+
+    # --- knowledge side (uploads, listing, search) ---------------------------------------------
+
+    async def ingest_document(self, name: str, doc_type: str, chunks: Sequence[str], doc_id: str | None = None) -> str:
+        value = await self._rpc(
+            "embq_ingest_document", {"p_name": name, "p_type": doc_type, "p_chunks": list(chunks), "p_doc_id": doc_id}
+        )
+        return str(value)
+
+    async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
+        rows = await self._rpc("embq_list_documents", {"p_limit": limit})
+        return [
+            DocumentSummary(
+                doc_id=str(r["doc_id"]),
+                name=r["name"],
+                type=r["type"],
+                chunks=int(r["chunks"]),
+                embedded=int(r["embedded"]),
+                failed=int(r["failed"]),
+            )
+            for r in rows
+        ]
+
+    async def delete_document(self, doc_id: str) -> int | None:
+        value = await self._rpc("embq_delete_document", {"p_doc_id": doc_id})
+        return None if value is None else int(value)
+
+    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
+        rows = await self._rpc("embq_search", {"p_query": vector_text(query), "p_limit": limit})
+        return [
+            SearchHit(
+                chunk_id=str(r["chunk_id"]),
+                doc_id=str(r["doc_id"]),
+                name=r["name"],
+                chunk_index=int(r["chunk_index"]),
+                content=str(r["content"]),
+                distance=float(r["distance"]),
+            )
+            for r in rows
+        ]
 
 
 def _timestamp(value: Any) -> datetime | None:

@@ -411,6 +411,99 @@ $embq_sql$, '{{id_type}}', v_id_type), '{{doc_id_type}}', v_doc_id_type);
 END
 $migration$;
 
+-- ==== knowledge.sql, typed when applied to the id columns own types ==============================
+
+DO $migration$
+DECLARE
+    v_id_type text;
+    v_doc_id_type text;
+BEGIN
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_id_type
+    FROM pg_attribute a
+    WHERE a.attrelid = '"public"."chunks"'::regclass AND a.attname = 'id' AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_doc_id_type
+    FROM pg_attribute a
+    WHERE a.attrelid = '"public"."chunks"'::regclass AND a.attname = 'doc_id' AND a.attnum > 0 AND NOT a.attisdropped;
+    IF v_id_type IS NULL OR v_doc_id_type IS NULL THEN
+        RAISE EXCEPTION 'table "public"."chunks" needs the columns id and doc_id';
+    END IF;
+    EXECUTE replace(replace($embq_sql$
+-- The knowledge side: save an uploaded document with its chunks (one transaction), list, delete,
+-- and search by vector. Same templating rules as queue.sql.
+
+-- Save a document and its chunks atomically; returns the document's id. The chunks wait, with no
+-- embedding, for the batch embedder (run by the upload hook or the CLI).
+CREATE OR REPLACE FUNCTION "public".embq_ingest_document(
+    p_name text, p_type text, p_chunks text[], p_doc_id text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = public, extensions
+AS $$
+DECLARE
+    new_id {{doc_id_type}};
+BEGIN
+    IF p_doc_id IS NULL THEN
+        INSERT INTO "public"."document_sources" (name, type) VALUES (p_name, p_type) RETURNING id INTO new_id;
+    ELSE
+        INSERT INTO "public"."document_sources" (id, name, type) VALUES (p_doc_id::{{doc_id_type}}, p_name, p_type)
+        RETURNING id INTO new_id;
+    END IF;
+    INSERT INTO "public"."chunks" (doc_id, chunk_index, "content")
+    SELECT new_id, (t.n - 1)::integer, t.body FROM unnest(p_chunks) WITH ORDINALITY AS t(body, n);
+    RETURN new_id::text;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION "public".embq_list_documents(p_limit integer DEFAULT 100)
+RETURNS TABLE (doc_id text, name text, type text, chunks bigint, embedded bigint, failed bigint)
+LANGUAGE sql STABLE
+SET search_path = public, extensions
+AS $$
+    SELECT d.id::text, d.name::text, d.type::text, count(c.id),
+           count(c.id) FILTER (WHERE c."embedding" IS NOT NULL),
+           count(c.id) FILTER (WHERE c."embedding" IS NULL AND c.embedding_failed_at IS NOT NULL)
+    FROM "public"."document_sources" d LEFT JOIN "public"."chunks" c ON c.doc_id = d.id
+    GROUP BY d.id, d.name, d.type
+    ORDER BY d.name, d.id
+    LIMIT p_limit;
+$$;
+
+-- Delete a document and its chunks; returns the number of chunks removed (NULL: no such document).
+CREATE OR REPLACE FUNCTION "public".embq_delete_document(p_doc_id text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = public, extensions
+AS $$
+DECLARE
+    removed integer;
+BEGIN
+    IF NOT "public".embq_document_exists(p_doc_id) THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM "public"."chunks" c WHERE c.doc_id = p_doc_id::{{doc_id_type}};
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    DELETE FROM "public"."document_sources" d WHERE d.id = p_doc_id::{{doc_id_type}};
+    RETURN removed;
+END;
+$$;
+
+-- Nearest chunks by cosine distance (pgvector's <=>), with their documents' names.
+CREATE OR REPLACE FUNCTION "public".embq_search(p_query vector, p_limit integer DEFAULT 5)
+RETURNS TABLE (chunk_id text, doc_id text, name text, chunk_index integer, content text, distance double precision)
+LANGUAGE sql STABLE
+SET search_path = public, extensions
+AS $$
+    SELECT c.id::text, c.doc_id::text, d.name::text, c.chunk_index, c."content"::text,
+           (c."embedding" <=> p_query)::double precision
+    FROM "public"."chunks" c LEFT JOIN "public"."document_sources" d ON d.id = c.doc_id
+    WHERE c."embedding" IS NOT NULL
+    ORDER BY c."embedding" <=> p_query
+    LIMIT p_limit;
+$$;
+$embq_sql$, '{{id_type}}', v_id_type), '{{doc_id_type}}', v_doc_id_type);
+END
+$migration$;
+
 -- ==== Who may call the queue =====================================================================
 -- Only service_role (the service-role key) may claim, read or write chunks through these functions.
 -- Supabase grants EXECUTE on new functions to anon and authenticated by default privileges, so they
@@ -438,8 +531,7 @@ BEGIN
         -- The functions run with the caller's rights: service_role needs the tables (Supabase grants
         -- these already; a plain PostgreSQL may not).
         GRANT USAGE ON SCHEMA "public" TO "service_role";
-        GRANT SELECT, UPDATE ON "public"."chunks" TO "service_role";
-        GRANT SELECT ON "public"."document_sources" TO "service_role";
+        GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."chunks", "public"."document_sources" TO "service_role";
     END IF;
 END
 $migration$;
