@@ -13,6 +13,8 @@ calling the real SQL functions on the test's PostgreSQL:
   migration's real GRANT/REVOKE decides. An unknown key gets 401 with PostgREST's JWT error.
 - Errors use PostgREST's JSON shape {code, details, hint, message} and status mapping (a missing
   function is 404 PGRST202; 42501 is 401 for anon, else 403).
+- Rows of a set-returning function honour `offset` / `limit` query parameters and are capped at
+  `max_rows`, like Supabase's "Max rows" API setting (1000 by default).
 - Fault injection: the next N calls answer 503 (before running, or after committing, as when a
   response is lost), or hang past the client's timeout.
 
@@ -29,6 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import psycopg
 from psycopg import sql
@@ -63,6 +66,7 @@ class Call:
 @dataclass
 class _State:
     keys: dict[str, str]
+    max_rows: int
     faults: list[Fault] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -84,9 +88,11 @@ class _State:
 class PostgrestFake:
     """`with PostgrestFake(database_url) as fake:` then point supabase-py at `fake.url`."""
 
-    def __init__(self, database_url: str, *, service_key: str = SERVICE_KEY, anon_key: str = ANON_KEY) -> None:
+    def __init__(
+        self, database_url: str, *, service_key: str = SERVICE_KEY, anon_key: str = ANON_KEY, max_rows: int = 1000
+    ) -> None:
         self._pool = ConnectionPool(database_url, min_size=1, max_size=12, open=False, kwargs={"autocommit": False})
-        self._state = _State(keys={service_key: "service_role", anon_key: "anon"})
+        self._state = _State(keys={service_key: "service_role", anon_key: "anon"}, max_rows=max_rows)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self._pool, self._state))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -214,7 +220,7 @@ def _pick(candidates: list[_Function], keys: set[str]) -> _Function | None:
     return None
 
 
-def _call_query(fn: _Function, keys: set[str]) -> sql.Composed:
+def _call_query(fn: _Function, keys: set[str], offset: int, limit: int) -> sql.Composed:
     passed = [(n, t) for n, t in fn.args if n in keys]
     target = sql.SQL("{}.{}").format(sql.Identifier(fn.schema), sql.Identifier(fn.name))
     call_args = sql.SQL(", ").join(
@@ -226,9 +232,10 @@ def _call_query(fn: _Function, keys: set[str]) -> sql.Composed:
     else:
         source = sql.SQL("(SELECT %(body)s::json AS body) AS pgrst_args")
     if fn.returns_set:
-        return sql.SQL("SELECT coalesce(json_agg(pgrst_call), '[]')::text FROM {}, LATERAL {}({}) pgrst_call").format(
-            source, target, call_args
-        )
+        return sql.SQL(
+            "SELECT coalesce(json_agg(pgrst_page), '[]')::text FROM "
+            "(SELECT pgrst_call.* FROM {}, LATERAL {}({}) pgrst_call LIMIT {} OFFSET {}) pgrst_page"
+        ).format(source, target, call_args, sql.Literal(limit), sql.Literal(offset))
     return sql.SQL("SELECT to_json({}({}))::text FROM {}").format(target, call_args, source)
 
 
@@ -266,7 +273,8 @@ def _handler_class(pool: ConnectionPool[Any], state: _State) -> type[BaseHTTPReq
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw_body = self.rfile.read(length) if length else b""
-            match = _RPC_PATH.match(self.path.split("?", 1)[0])
+            path, _, query = self.path.partition("?")
+            match = _RPC_PATH.match(path)
             if not match:
                 self._send(404, "<html><body>Not Found</body></html>", raw=True)
                 return
@@ -305,14 +313,18 @@ def _handler_class(pool: ConnectionPool[Any], state: _State) -> type[BaseHTTPReq
                 self._send(400, _error("PGRST102", "Expected a JSON object of named arguments"))
                 return
             schema = self.headers.get("Content-Profile") or "public"
-            status, answer = self._execute(schema, function, body, role)
+            page = {k: int(v[0]) for k, v in parse_qs(query).items() if k in ("offset", "limit")}
+            offset, limit = page.get("offset", 0), min(page.get("limit", state.max_rows), state.max_rows)
+            status, answer = self._execute(schema, function, body, role, offset, limit)
             state.record(Call(function, role, fault.status if fault else status, status == 200))
             if fault is not None:  # ran and committed, but the answer is lost
                 self._send(fault.status, "upstream connect error or disconnect/reset before headers", raw=True)
                 return
             self._send(status, answer)
 
-        def _execute(self, schema: str, function: str, body: dict[str, Any], role: str) -> tuple[int, Any]:
+        def _execute(
+            self, schema: str, function: str, body: dict[str, Any], role: str, offset: int, limit: int
+        ) -> tuple[int, Any]:
             keys = set(body)
             try:
                 with pool.connection() as conn:
@@ -328,7 +340,8 @@ def _handler_class(pool: ConnectionPool[Any], state: _State) -> type[BaseHTTPReq
                         )
                     with conn.transaction():
                         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-                        row = conn.execute(_call_query(fn, keys), {"body": json.dumps(body)}).fetchone()
+                        query = _call_query(fn, keys, offset, limit)
+                        row = conn.execute(query, {"body": json.dumps(body)}).fetchone()
                     text = row[0] if row and row[0] is not None else "null"  # a SQL NULL is JSON null
                     return 200, json.loads(text)
             except psycopg.Error as exc:

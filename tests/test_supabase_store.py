@@ -321,3 +321,35 @@ async def test_vectors_round_trip_exactly_as_float32(fake: PostgrestFake, supaba
     stored = np.stack([r[1].to_numpy() for r in rows])
     assert stored.dtype == np.float32
     assert np.array_equal(stored.view(np.uint32), vectors.view(np.uint32))  # bit for bit, -0.0 included
+
+
+async def test_long_reports_are_read_in_pages_under_the_max_rows_cap(supabase_db: str) -> None:
+    await insert_rows(supabase_db, {f"doc-{d:02d}": [f"text {d}"] for d in range(25)})
+    with PostgrestFake(supabase_db, max_rows=10) as server:  # Supabase's "Max rows", made small
+        store = make_store(server.url, page_size=10)
+        try:
+            await store.prepare()
+            per_doc = await store.status_by_document(limit=1_000_000)
+            assert [d.doc_id for d in per_doc] == [f"doc-{d:02d}" for d in range(25)]
+            assert len(server.calls_to("embq_status_by_document")) == 3  # 10 + 10 + 5
+            assert len(await store.status_by_document(limit=12)) == 12
+            assert len(await store.repair_report("m@768", 768)) == 25
+            assert len(await store.list_documents(limit=100)) == 25
+            assert (await store.status()).total == 25  # counts are one row: never capped
+        finally:
+            await store.aclose()
+
+
+async def test_a_service_role_without_the_grant_is_told_to_reapply_the_migration(
+    fake: PostgrestFake, supabase_db: str
+) -> None:
+    with psycopg.connect(supabase_db, autocommit=True) as conn:
+        conn.execute("REVOKE EXECUTE ON FUNCTION embq_status(text) FROM service_role")
+    store = make_store(fake.url)
+    try:
+        await store.prepare()
+        with pytest.raises(StoreError) as caught:
+            await store.status()
+    finally:
+        await store.aclose()
+    assert "403" in str(caught.value) and MIGRATION_HINT in str(caught.value) and "again" in str(caught.value)

@@ -111,6 +111,7 @@ class SupabaseStore:
         attempts: int = 5,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
+        page_size: int = 1000,
     ) -> None:
         self._url = url.rstrip("/")
         self._key = key
@@ -121,6 +122,7 @@ class SupabaseStore:
         self._attempts = max(1, attempts)
         self._backoff = backoff
         self._max_backoff = max_backoff
+        self._page_size = max(1, page_size)
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncClient | None = None
 
@@ -181,8 +183,23 @@ class SupabaseStore:
 
     # --- one RPC -----------------------------------------------------------------------------
 
-    async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
-        """Call one SQL function, retrying transient failures; returns PostgREST's decoded JSON."""
+    async def _rows(self, function: str, params: dict[str, Any], want: int | None) -> list[dict[str, Any]]:
+        """All rows of a read-only set-returning function, in pages: PostgREST caps every answer at the
+        project's "Max rows" (1000 by default on Supabase), silently, so a report that could be longer
+        is read page by page (offset/limit) until a page comes back short. Never used for embq_claim,
+        which leases what it returns. `page_size` must not exceed the project's Max rows."""
+        rows: list[dict[str, Any]] = []
+        while want is None or len(rows) < want:
+            ask = self._page_size if want is None else min(self._page_size, want - len(rows))
+            page = await self._rpc(function, params, page=(len(rows), ask))
+            rows.extend(page)
+            if len(page) < ask:
+                break
+        return rows
+
+    async def _rpc(self, function: str, params: dict[str, Any], *, page: tuple[int, int] | None = None) -> Any:
+        """Call one SQL function, retrying transient failures; returns PostgREST's decoded JSON.
+        `page` (offset, count) asks PostgREST for that slice of a set-returning function's rows."""
         client = self._client
         if client is None:
             raise StoreError("the store is not prepared; call prepare() first")
@@ -196,17 +213,22 @@ class SupabaseStore:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._call_once(client, function, params)
+                    return await self._call_once(client, function, params, page)
         except _Transient as exc:
             raise StoreUnavailableError(
                 f"Supabase did not complete {function} after {self._attempts} attempts: {exc}"
             ) from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
-    async def _call_once(self, client: AsyncClient, function: str, params: dict[str, Any]) -> Any:
+    async def _call_once(
+        self, client: AsyncClient, function: str, params: dict[str, Any], page: tuple[int, int] | None
+    ) -> Any:
         _last_status.set(None)
+        request = client.rpc(function, params)
+        if page is not None:
+            request = request.range(page[0], page[0] + page[1] - 1)
         try:
-            response = await client.rpc(function, params).execute()
+            response = await request.execute()
         except APIError as exc:
             raise self._translate(function, exc, _last_status.get()) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -228,10 +250,16 @@ class SupabaseStore:
         said = f"HTTP {status}" if status else "error"
         said += f" {code}: {message}" if code and code != str(status) else f": {message}"
         lowered = message.lower()
+        if code == "42501" and status != 403:  # PostgREST answers 401 when the anonymous role was refused
+            return StoreError(
+                f"Supabase refused {function} ({said}): the queue functions are granted to service_role only, "
+                f"and SUPABASE_KEY is the anon (public) key; {_KEY_HINT}"
+            )
         if code == "42501":
             return StoreError(
-                f"Supabase refused {function} ({said}): the key may not run the queue functions, which the "
-                f"migration grants to service_role only. SUPABASE_KEY is the anon key or a user's token; {_KEY_HINT}"
+                f"Supabase refused {function} ({said}): the key's role may not run the queue functions. If "
+                f"SUPABASE_KEY is the service-role key, apply {_MIGRATION_HINT} again (it grants them to "
+                f"service_role); otherwise {_KEY_HINT}"
             )
         if status in (401, 403) or code in _AUTH_CODES or "api key" in lowered or "jwt" in lowered:
             return StoreError(
@@ -289,6 +317,8 @@ class SupabaseStore:
     # --- queue operations --------------------------------------------------------------------
 
     async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]:
+        # One call, never paged: each call leases what it returns. A claim whose answer is lost (and so
+        # retried) leaves its chunks leased to this worker until the lease expires; none is lost.
         rows = await self._rpc(
             "embq_claim",
             {
@@ -351,7 +381,7 @@ class SupabaseStore:
         )
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
-        rows = await self._rpc("embq_status_by_document", {"p_limit": limit})
+        rows = await self._rows("embq_status_by_document", {"p_limit": limit}, limit)
         return [
             DocumentStatus(
                 doc_id=str(r["doc_id"]),
@@ -366,7 +396,7 @@ class SupabaseStore:
         ]
 
     async def recent_errors(self, limit: int = 10) -> list[ErrorGroup]:
-        rows = await self._rpc("embq_recent_errors", {"p_limit": limit})
+        rows = await self._rows("embq_recent_errors", {"p_limit": limit}, limit)
         return [ErrorGroup(str(r["error"]), int(r["chunks"]), _timestamp(r["last_seen"])) for r in rows]
 
     async def document_exists(self, doc_id: str) -> bool:
@@ -381,8 +411,8 @@ class SupabaseStore:
     # --- repair ------------------------------------------------------------------------------
 
     async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
-        rows = await self._rpc(
-            "embq_repair_report", {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id}
+        rows = await self._rows(
+            "embq_repair_report", {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id}, None
         )
         return [
             RepairRow(
@@ -422,7 +452,7 @@ class SupabaseStore:
         return str(value)
 
     async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
-        rows = await self._rpc("embq_list_documents", {"p_limit": limit})
+        rows = await self._rows("embq_list_documents", {"p_limit": limit}, limit)
         return [
             DocumentSummary(
                 doc_id=str(r["doc_id"]),
@@ -440,7 +470,7 @@ class SupabaseStore:
         return None if value is None else int(value)
 
     async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
-        rows = await self._rpc("embq_search", {"p_query": vector_text(query), "p_limit": limit})
+        rows = await self._rows("embq_search", {"p_query": vector_text(query), "p_limit": limit}, limit)
         return [
             SearchHit(
                 chunk_id=str(r["chunk_id"]),
