@@ -403,20 +403,28 @@ def _ensure_logging(settings: Settings) -> None:
         configure_logging(settings.log_file, settings.secrets())
 
 
-async def batch_generate_embeddings_for_document(doc_id: str, max_chunks: int | None = None) -> bool:
+async def batch_generate_embeddings_for_document(
+    doc_id: str, max_chunks: int | None = None, *, generator: BatchEmbeddingGenerator | None = None
+) -> bool:
     """Embed one document's pending chunks (at most `max_chunks`). True only if every selected
-    chunk ended embedded; failures stay recorded for `--retry-only`."""
-    settings = load_settings()
-    _ensure_logging(settings)
-    async with BatchEmbeddingGenerator(settings) as generator:
-        stats = await generator.run(doc_id=doc_id, limit=max_chunks)
-        return stats.ok and stats.embedded + stats.skipped >= stats.total
+    chunk ended embedded; failures stay recorded for `--retry-only`. Pass an open `generator` to
+    reuse its database pool and embedder (the upload API does)."""
+    return await _run_once(generator, doc_id=doc_id, limit=max_chunks)
 
 
-async def batch_generate_embeddings_for_all_pending(limit: int | None = None) -> bool:
+async def batch_generate_embeddings_for_all_pending(
+    limit: int | None = None, *, generator: BatchEmbeddingGenerator | None = None
+) -> bool:
     """Embed every pending chunk (at most `limit`). True only if every selected chunk ended embedded."""
-    settings = load_settings()
-    _ensure_logging(settings)
-    async with BatchEmbeddingGenerator(settings) as generator:
-        stats = await generator.run(limit=limit)
-        return stats.ok and stats.embedded + stats.skipped >= stats.total
+    return await _run_once(generator, limit=limit)
+
+
+async def _run_once(generator: BatchEmbeddingGenerator | None, *, doc_id: str | None = None, limit: int | None) -> bool:
+    if generator is not None:
+        stats = await generator.run(doc_id=doc_id, limit=limit)
+    else:
+        settings = load_settings()
+        _ensure_logging(settings)
+        async with BatchEmbeddingGenerator(settings) as own:
+            stats = await own.run(doc_id=doc_id, limit=limit)
+    return stats.ok and stats.embedded + stats.skipped >= stats.total

@@ -109,6 +109,9 @@ class Settings:
     overlong: OverlongPolicy = "truncate"
 
     log_file: Path = PROJECT_ROOT / "batch_embedding.log"
+    upload_max_bytes: int = 20_000_000
+    chunk_target_chars: int = 500
+    chunk_overlap_chars: int = 50
 
     def secrets(self) -> list[str]:
         """Every secret value, so that output filters can scrub them."""
@@ -259,6 +262,12 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     batch_size = read.auto_or_integer("EMBEDDING_BATCH_SIZE", 10, 1, GEMINI_MAX_BATCH)
     retry_batch = read.integer("EMBEDDING_RETRY_BATCH_SIZE", 5, 1, GEMINI_MAX_BATCH)
     dimensions = read.integer("EMBEDDING_DIMENSIONS", 768, 1, 16000)
+    chunk_target = read.integer("CHUNK_TARGET_CHARS", 500, 50, 20_000)
+    chunk_overlap = read.integer("CHUNK_OVERLAP_CHARS", 50, 0, 10_000)
+    if chunk_overlap >= chunk_target:
+        raise SettingsError(
+            "CHUNK_OVERLAP_CHARS", f"{chunk_overlap} must be smaller than CHUNK_TARGET_CHARS ({chunk_target})"
+        )
 
     return Settings(
         google_api_key=Secret(api_key) if api_key else None,
@@ -297,4 +306,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         if read.choice("EMBEDDING_OVERLONG", "truncate", ("truncate", "fail")) == "fail"
         else "truncate",
         log_file=Path(read.text("EMBEDDING_LOG_FILE") or PROJECT_ROOT / "batch_embedding.log"),
+        upload_max_bytes=read.integer("UPLOAD_MAX_BYTES", 20_000_000, 1, 1_000_000_000),
+        chunk_target_chars=chunk_target,
+        chunk_overlap_chars=chunk_overlap,
     )

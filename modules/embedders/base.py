@@ -44,6 +44,10 @@ class Embedder(Protocol):
         """Embed every request in one API call (or as few as the API allows), vectors in input order."""
         ...
 
+    async def embed_query(self, text: str) -> Vectors:
+        """Embed a search query (task type RETRIEVAL_QUERY where the provider has task types): shape (1, d)."""
+        ...
+
     def estimate_tokens(self, text: str) -> int: ...
 
     def calls_made(self) -> int:

@@ -79,6 +79,9 @@ class GeminiEmbedder:
             parts.append(await self._call(texts, title))
         return np.vstack(parts) if len(parts) > 1 else parts[0]
 
+    async def embed_query(self, text: str) -> Vectors:
+        return await self._call([text], None, task_type="RETRIEVAL_QUERY")
+
     def _group_by_title(self, requests: Sequence[EmbedRequest]) -> list[tuple[str | None, list[str]]]:
         groups: list[tuple[str | None, list[str]]] = []
         for request in requests:
@@ -89,9 +92,9 @@ class GeminiEmbedder:
                 groups.append((title, [request.text]))
         return groups
 
-    async def _call(self, texts: list[str], title: str | None) -> Vectors:
+    async def _call(self, texts: list[str], title: str | None, task_type: str | None = None) -> Vectors:
         config = types.EmbedContentConfig(
-            task_type=self._task_type, output_dimensionality=self._dimensions, title=title or None
+            task_type=task_type or self._task_type, output_dimensionality=self._dimensions, title=title or None
         )
         self._calls += 1
         try:

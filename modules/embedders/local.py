@@ -74,6 +74,9 @@ class LocalEmbedder:
         texts = [r.text for r in requests]
         return await asyncio.to_thread(self.embed_now, texts)
 
+    async def embed_query(self, text: str) -> Vectors:
+        return await asyncio.to_thread(self.embed_now, [text])
+
     def embed_now(self, texts: list[str]) -> Vectors:
         """Synchronous embedding, e.g. for a search query."""
         if not texts:
