@@ -67,6 +67,7 @@ class Call:
 class _State:
     keys: dict[str, str]
     max_rows: int
+    redirect: str | None = None
     faults: list[Fault] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,6 +118,11 @@ class PostgrestFake:
         running and committing the call, as when the answer is lost on the way back."""
         with self._state.lock:
             self._state.faults.append(Fault("status", n, status=status, after_commit=after_commit, function=function))
+
+    def redirect_to(self, base_url: str) -> None:
+        """Answer every call with a 301 to the same path on another host (as http:// → https:// does)."""
+        with self._state.lock:
+            self._state.redirect = base_url
 
     def hang_next(self, n: int, seconds: float, *, function: str | None = None) -> None:
         """The next n calls wait `seconds` (past the client's timeout), then drop without running."""
@@ -279,6 +285,9 @@ def _handler_class(pool: ConnectionPool[Any], state: _State) -> type[BaseHTTPReq
                 self._send(404, "<html><body>Not Found</body></html>", raw=True)
                 return
             function = match.group(1)
+            if state.redirect:
+                self._send(301, "<html>Moved</html>", raw=True, headers={"Location": f"{state.redirect}{self.path}"})
+                return
             if not self.headers.get("apikey"):
                 self._send(401, {"message": "No API key found in request", "hint": "No `apikey` request header"})
                 return

@@ -241,6 +241,10 @@ async def test_an_unreachable_url_is_unavailable_and_a_wrong_one_is_explained(fa
     message = await prepare_fails(make_store(f"{fake.url}/not-the-project-root"))
     assert "does not look like a Supabase project URL" in message
 
+    fake.redirect_to("http://example.invalid")
+    message = await prepare_fails(make_store(fake.url))
+    assert "redirect" in message and "https://" in message
+
 
 async def test_dimension_mismatch_is_found_through_the_rpc(database_url: str, supabase_roles: None) -> None:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:

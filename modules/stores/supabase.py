@@ -159,7 +159,7 @@ class SupabaseStore:
             timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
             limits=httpx.Limits(max_connections=self._pool_size * 2, max_keepalive_connections=self._pool_size),
             http2=True,
-            follow_redirects=True,
+            follow_redirects=False,  # a redirect must not carry the service-role key to another host
             event_hooks={"response": [_remember_status]},
         )
         options = AsyncClientOptions(
@@ -283,6 +283,11 @@ class SupabaseStore:
             or (status in (None, 500) and code.startswith(_RETRY_SQLSTATE_PREFIXES))
         ):
             return _Transient(said)
+        if status is not None and 300 <= status < 400:
+            return StoreError(
+                f"{self._url} answered {said} (a redirect) for /rest/v1/rpc/{function}: set SUPABASE_URL to the "
+                "project's final https:// URL (e.g. https://xyz.supabase.co); the key is not sent on to redirects"
+            )
         if status == 404 and not code.startswith(("PGRST", "42")):
             return StoreError(
                 f"{self._url} answered {said} for /rest/v1/rpc/{function}: SUPABASE_URL does not look like a "
