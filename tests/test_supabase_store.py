@@ -238,6 +238,14 @@ async def test_an_unreachable_url_is_unavailable_and_a_wrong_one_is_explained(fa
         await store.aclose()
     assert "cannot reach Supabase" in str(caught.value) and "SUPABASE_URL" in str(caught.value)
 
+    store = make_store("https://no-such-project.invalid")  # a name that never resolves
+    try:
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.prepare()
+    finally:
+        await store.aclose()
+    assert "cannot reach Supabase at https://no-such-project.invalid" in str(caught.value)
+
     message = await prepare_fails(make_store(f"{fake.url}/not-the-project-root"))
     assert "does not look like a Supabase project URL" in message
 
