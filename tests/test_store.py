@@ -162,3 +162,25 @@ def test_identifier_settings_must_be_plain_identifiers(name: str, value: str) ->
     with pytest.raises(SettingsError) as caught:
         load_settings(env={name: value})
     assert str(caught.value).startswith(f"{name}: ")
+
+
+async def test_direct_migration_revokes_the_queue_from_supabase_public_roles(database_url: str) -> None:
+    # On a Supabase database reached by DATABASE_URL, default privileges would let the anon key call
+    # the queue functions over REST; the migration must take EXECUTE away from anon/authenticated.
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for role in ("anon", "authenticated", "service_role"):
+            exists = await (await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))).fetchone()
+            if not exists:
+                await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        await conn.execute("ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO anon, authenticated")
+    store = await _store(database_url)
+    await store.aclose()
+    rows = await fetch_all(
+        database_url,
+        "SELECT bool_or(has_function_privilege('anon', oid, 'execute')), "
+        "bool_or(has_function_privilege('authenticated', oid, 'execute')), "
+        "bool_and(has_function_privilege('service_role', oid, 'execute')), count(*) "
+        "FROM pg_proc WHERE proname LIKE 'embq\\_%'",
+    )
+    anon, authenticated, service, count = rows[0]
+    assert (anon, authenticated, service) == (False, False, True) and count >= 10

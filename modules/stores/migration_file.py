@@ -23,7 +23,6 @@ from modules.stores.sql_templates import (
     FUNCTION_FILES,
     SCHEMA_FILE,
     SqlContext,
-    quote_identifier,
     read_sql_file,
     render,
     render_deferring,
@@ -32,8 +31,6 @@ from modules.stores.sql_templates import (
 MIGRATION_NAME = "20261124000000_batch_embedding_queue.sql"
 MIGRATION_PATH = PROJECT_ROOT / "supabase" / "migrations" / MIGRATION_NAME
 DEFERRED = ("id_type", "doc_id_type")
-DENIED_ROLES = ("anon", "authenticated")  # Supabase's API roles for the anon key and signed-in users
-SERVICE_ROLE = "service_role"
 _BLOCK_TAG = "$migration$"
 _TEXT_TAG = "$embq_sql$"
 
@@ -60,7 +57,6 @@ def render_migration(tables: TableNames | None = None, dimensions: int = 768) ->
         parts.append(
             f"{_rule(name + ', typed when applied to the id columns own types')}\n\n" + _typed_block(text, values)
         )
-    parts.append(_grants(tables, values))
     parts.append(
         "-- Tell PostgREST (Supabase's Data API) to see the new functions now.\nNOTIFY pgrst, 'reload schema';\n"
     )
@@ -109,45 +105,6 @@ BEGIN
     EXECUTE replace(replace({_TEXT_TAG}
 {text}
 {_TEXT_TAG}, '{{{{id_type}}}}', v_id_type), '{{{{doc_id_type}}}}', v_doc_id_type);
-END
-{_BLOCK_TAG};
-"""
-
-
-def _grants(tables: TableNames, values: dict[str, str]) -> str:
-    namespace = values["schema"].replace("'", "''")
-    revokes = "\n".join(
-        f"""        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM {quote_identifier(role)}', fn);
-        END IF;"""
-        for role in DENIED_ROLES
-    )
-    service = quote_identifier(SERVICE_ROLE)
-    return f"""\
-{_rule("Who may call the queue")}
--- Only service_role (the service-role key) may claim, read or write chunks through these functions.
--- Supabase grants EXECUTE on new functions to anon and authenticated by default privileges, so they
--- are revoked from each role by name, not only from PUBLIC. Roles that don't exist are skipped.
-DO {_BLOCK_TAG}
-DECLARE
-    fn regprocedure;
-BEGIN
-    FOR fn IN
-        SELECT p.oid::regprocedure FROM pg_proc p
-        WHERE p.pronamespace = '{namespace}'::regnamespace AND p.proname LIKE 'embq\\_%'
-    LOOP
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
-{revokes}
-        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO {service}', fn);
-        END IF;
-    END LOOP;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
-        -- The functions run with the caller's rights: service_role needs the tables (Supabase grants
-        -- these already; a plain PostgreSQL may not).
-        GRANT USAGE ON SCHEMA {values["schema"]} TO {service};
-        GRANT SELECT, INSERT, UPDATE, DELETE ON {values["chunks"]}, {values["documents"]} TO {service};
-    END IF;
 END
 {_BLOCK_TAG};
 """

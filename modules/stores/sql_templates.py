@@ -17,7 +17,7 @@ from modules.settings import TableNames
 # The migration: schema.sql (tables, columns, indexes) first, then these function files, rendered
 # with the id types read from the live table.
 SCHEMA_FILE = "schema.sql"
-FUNCTION_FILES = ("queue.sql", "repair.sql", "knowledge.sql")
+FUNCTION_FILES = ("queue.sql", "repair.sql", "knowledge.sql", "grants.sql")  # grants.sql last: it covers all
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\d+(,\d+)?\))?(\[\])?$")

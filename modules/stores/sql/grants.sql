@@ -1,0 +1,32 @@
+-- Who may call the queue: only the function owner and service_role (Supabase's service-role key).
+-- Supabase's default privileges grant EXECUTE on new functions to anon and authenticated, which
+-- would let anyone holding the public anon key claim, read or rewrite chunks over the REST API; so
+-- EXECUTE is revoked from PUBLIC and from each of those roles by name. Roles that don't exist (a
+-- plain PostgreSQL) are skipped. Applied by both the PostgreSQL store and the Supabase migration.
+DO $grants$
+DECLARE
+    fn regprocedure;
+    role_name text;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = '{{schema}}'::regnamespace AND p.proname LIKE 'embq\_%'
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
+        FOREACH role_name IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+                EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', fn, role_name);
+            END IF;
+        END LOOP;
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+        -- The functions run with the caller's rights: service_role needs the tables (Supabase grants
+        -- these already; a plain PostgreSQL may not).
+        GRANT USAGE ON SCHEMA {{schema}} TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON {{chunks}}, {{documents}} TO service_role;
+    END IF;
+END
+$grants$;
