@@ -180,7 +180,7 @@ async def test_direct_migration_revokes_the_queue_from_supabase_public_roles(dat
         "SELECT bool_or(has_function_privilege('anon', oid, 'execute')), "
         "bool_or(has_function_privilege('authenticated', oid, 'execute')), "
         "bool_and(has_function_privilege('service_role', oid, 'execute')), count(*) "
-        "FROM pg_proc WHERE proname LIKE 'embq\\_%'",
+        "FROM pg_proc WHERE proname LIKE 'embq\\_%%'",
     )
     anon, authenticated, service, count = rows[0]
     assert (anon, authenticated, service) == (False, False, True) and count >= 10
