@@ -1,0 +1,217 @@
+"""`SimulatorConfig`: quotas, faults and latency, all changeable while the simulator runs.
+
+Each field carries its CLI help and a parser (`metadata`), so the command line (`__main__`) and
+the runtime patch endpoint (`POST /_sim/config`) accept exactly the same fields and values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CountMode = Literal["call", "text"]
+OverLimit = Literal["truncate", "reject"]
+Parser = Callable[[object], Any]
+
+_NONE_WORDS = frozenset({"none", "null", "unlimited", "off", ""})
+
+
+def _is_none(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _as_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return float(value.strip())
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _limit(value: object) -> int | None:
+    """A positive quota, or None (also 'none'/'unlimited') for no limit."""
+    if _is_none(value):
+        return None
+    number = _as_int(value)
+    if number < 1:
+        raise ValueError(f"a limit must be >= 1 (or none for unlimited), got {number}")
+    return number
+
+
+def _rate(value: object) -> float:
+    number = _as_float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"a rate must be within 0..1, got {number}")
+    return number
+
+
+def _non_negative(value: object) -> float:
+    number = _as_float(value)
+    if not number >= 0.0:  # also rejects NaN
+        raise ValueError(f"expected a number >= 0, got {number}")
+    return number
+
+
+def _positive(value: object) -> float:
+    number = _as_float(value)
+    if not number > 0.0:
+        raise ValueError(f"expected a number > 0, got {number}")
+    return number
+
+
+def _count(value: object) -> int:
+    number = _as_int(value)
+    if number < 0:
+        raise ValueError(f"expected an integer >= 0, got {number}")
+    return number
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value or None
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _spec(parser: Parser, help_text: str, metavar: str) -> dict[str, Any]:
+    return {"parse": parser, "help": help_text, "metavar": metavar}
+
+
+@dataclass
+class SimulatorConfig:
+    """Everything the simulator does besides the wire format. Mutable at runtime: the server reads
+    the fields on every call (`sim.config.rpm = 10` takes effect on the next request)."""
+
+    # --- authentication
+    api_key: str | None = field(
+        default=None,
+        metadata=_spec(
+            _optional_text,
+            "the only API key accepted (others get Google's 400 API_KEY_INVALID); none = any non-empty key",
+            "KEY",
+        ),
+    )
+    # --- quotas (sliding window)
+    rpm: int | None = field(
+        default=None,
+        metadata=_spec(_limit, "requests allowed per window (none = unlimited); see --count-mode", "N"),
+    )
+    tpm: int | None = field(
+        default=None,
+        metadata=_spec(_limit, "input tokens allowed per window (none = unlimited)", "N"),
+    )
+    window_seconds: float = field(
+        default=60.0,
+        metadata=_spec(_positive, "length of the sliding quota window in seconds (tests compress it)", "S"),
+    )
+    count_mode: CountMode = field(
+        default="call",
+        metadata=_spec(
+            _choice("call", "text"),
+            "what one 'request' is for --rpm: 'call' = one HTTP call, 'text' = each text in a batch",
+            "MODE",
+        ),
+    )
+    retry_info_rate: float = field(
+        default=1.0,
+        metadata=_spec(_rate, "share of 429s that carry RetryInfo and 'Please retry in ...' (0..1)", "P"),
+    )
+    # --- input limits
+    over_limit: OverLimit = field(
+        default="truncate",
+        metadata=_spec(
+            _choice("truncate", "reject"),
+            "a text over the model's 2,048-token input limit: 'truncate' silently, or 'reject' with 400",
+            "MODE",
+        ),
+    )
+    poison_marker: str | None = field(
+        default=None,
+        metadata=_spec(_optional_text, "any call containing a text with this substring fails whole with 400", "TEXT"),
+    )
+    # --- faults: each a probability per embedding call, drawn from a generator seeded with --seed
+    seed: int = field(default=0, metadata=_spec(_as_int, "seed of the fault generator", "N"))
+    error_rate_500: float = field(default=0.0, metadata=_spec(_rate, "share of calls answered 500 INTERNAL", "P"))
+    error_rate_503: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls answered 503 UNAVAILABLE (model overloaded)", "P")
+    )
+    burst_503: int = field(
+        default=0, metadata=_spec(_count, "the next N embedding calls get 503 (counts down as used)", "N")
+    )
+    drop_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls whose TCP connection is closed unanswered", "P")
+    )
+    slow_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls answered only after --slow-seconds", "P")
+    )
+    slow_seconds: float = field(default=30.0, metadata=_spec(_non_negative, "delay of a slow answer, in seconds", "S"))
+    malformed_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls answered 200 with truncated, invalid JSON", "P")
+    )
+    count_mismatch_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls answered with one vector too few or too many", "P")
+    )
+    wrong_length_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls where one vector has the wrong length", "P")
+    )
+    nan_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls where one vector holds a bare NaN token", "P")
+    )
+    # --- latency
+    latency_base_ms: float = field(
+        default=0.0, metadata=_spec(_non_negative, "delay before every embedding answer, in ms", "MS")
+    )
+    latency_per_text_ms: float = field(
+        default=0.0, metadata=_spec(_non_negative, "extra delay per text in the call, in ms", "MS")
+    )
+
+    def update(self, patch: Mapping[str, object]) -> dict[str, Any]:
+        """Validate and apply a patch (field name -> value; strings are parsed as on the command
+        line). All-or-nothing: raises ValueError and changes nothing if any entry is invalid."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        parsed: dict[str, Any] = {}
+        for name, value in patch.items():
+            spec = known.get(name)
+            if spec is None:
+                raise ValueError(f"unknown config field {name!r}; known: {', '.join(sorted(known))}")
+            try:
+                parsed[name] = spec.metadata["parse"](value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        for name, value in parsed.items():
+            setattr(self, name, value)
+        return parsed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_fields() -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of SimulatorConfig, in declaration order (for the CLI)."""
+    return dataclasses.fields(SimulatorConfig)

@@ -1,0 +1,121 @@
+"""Deterministic fault injection: which fault (if any) each embedding call gets.
+
+Every call draws the same number of uniforms from one `random.Random(seed)`, in a fixed order,
+so a given sequence of calls gets the same faults on every run whatever the rates are.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import SimulatorConfig
+
+
+class Fault(StrEnum):
+    BURST_503 = "burst_503"
+    ERROR_500 = "error_500"
+    ERROR_503 = "error_503"
+    DROP = "drop"
+    SLOW = "slow"
+    MALFORMED = "malformed"
+    COUNT_MISMATCH = "count_mismatch"
+    WRONG_LENGTH = "wrong_length"
+    NAN = "nan"
+
+
+# instead of an answer (the first that fires wins; burst_503 comes before all)
+_FAILURES = (Fault.ERROR_500, Fault.ERROR_503, Fault.DROP)
+# a 200 whose body is wrong (the first that fires wins)
+_CORRUPTIONS = (Fault.MALFORMED, Fault.COUNT_MISMATCH, Fault.WRONG_LENGTH, Fault.NAN)
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    failure: Fault | None = None  # burst_503 / error_500 / error_503 / drop
+    slow: bool = False
+    corruption: Fault | None = None  # malformed / count_mismatch / wrong_length / nan
+    pick: float = 0.0  # a uniform in [0, 1) for choosing where a corruption goes
+
+
+class FaultInjector:
+    def __init__(self, seed: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._seed = seed
+        self._rng = random.Random(seed)
+
+    def reseed(self, seed: int) -> None:
+        with self._lock:
+            self._seed = seed
+            self._rng = random.Random(seed)
+
+    def chance(self, rate: float) -> bool:
+        """True with probability `rate` (exactly: never for 0.0, always for 1.0)."""
+        if rate <= 0.0:
+            return False
+        if rate >= 1.0:
+            return True
+        with self._lock:
+            return self._rng.random() < rate
+
+    def plan(self, config: SimulatorConfig) -> FaultPlan:
+        """Draw this call's faults (and count down `config.burst_503`)."""
+        with self._lock:
+            if config.seed != self._seed:
+                self._seed = config.seed
+                self._rng = random.Random(config.seed)
+            rates = {
+                Fault.ERROR_500: config.error_rate_500,
+                Fault.ERROR_503: config.error_rate_503,
+                Fault.DROP: config.drop_rate,
+                Fault.SLOW: config.slow_rate,
+                Fault.MALFORMED: config.malformed_rate,
+                Fault.COUNT_MISMATCH: config.count_mismatch_rate,
+                Fault.WRONG_LENGTH: config.wrong_length_rate,
+                Fault.NAN: config.nan_rate,
+            }
+            fired = {fault for fault, rate in rates.items() if self._rng.random() < rate}
+            pick = self._rng.random()
+            if config.burst_503 > 0:
+                config.burst_503 -= 1
+                return FaultPlan(failure=Fault.BURST_503)
+        failure = next((f for f in _FAILURES if f in fired), None)
+        if failure is not None:
+            return FaultPlan(failure=failure)
+        corruption = next((f for f in _CORRUPTIONS if f in fired), None)
+        return FaultPlan(slow=Fault.SLOW in fired, corruption=corruption, pick=pick)
+
+
+def corrupt_vectors(fault: Fault, vectors: list[npt.NDArray[np.float32]], pick: float) -> list[npt.NDArray[np.float32]]:
+    """Apply a vector-level corruption (count_mismatch / wrong_length / nan) to a copy of the list."""
+    out = list(vectors)
+    if not out:
+        return out
+    index = min(int(pick * len(out)), len(out) - 1)
+    if fault is Fault.COUNT_MISMATCH:
+        # one too many when the pick is in the upper half (or for a single text), else one too few
+        if pick >= 0.5 or len(out) == 1:
+            out.append(out[index].copy())
+        else:
+            del out[index]
+    elif fault is Fault.WRONG_LENGTH:
+        vector = out[index]
+        out[index] = vector[: max(len(vector) // 2, 1)] if len(vector) > 1 else np.zeros(2, dtype=np.float32)
+    elif fault is Fault.NAN:
+        vector = out[index].copy()
+        vector[min(int(pick * 997) % max(len(vector), 1), len(vector) - 1)] = np.nan
+        out[index] = vector
+    return out
+
+
+def truncate_body(body: bytes, pick: float) -> bytes:
+    """A 200 body cut somewhere in its middle (never valid JSON)."""
+    if len(body) < 4:
+        return b"{"
+    cut = 1 + int((0.25 + 0.5 * pick) * (len(body) - 2))
+    return body[:cut]

@@ -1,0 +1,409 @@
+"""The HTTP server: asyncio streams + h11 (HTTP/1.1 keep-alive), routing, and the embed pipeline.
+
+Order of checks for an embedding call, as Google's front end and backend do it:
+key (403/400) -> model (404) -> JSON body and fields (400) -> poison marker / token limit (400)
+-> quota (429) -> injected failures (burst 503, 500, 503, dropped connection) -> quota charged
+-> latency / slow answer -> vectors -> injected corruptions (malformed JSON, count, length, NaN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import h11
+import numpy as np
+import numpy.typing as npt
+
+from . import google_errors
+from .config import SimulatorConfig
+from .faults import Fault, FaultInjector, corrupt_vectors, truncate_body
+from .google_errors import ApiError
+from .parsing import MODELS, EmbedItem, ModelSpec, batch_size, parse_batch, parse_json, parse_single
+from .quota import SlidingWindowQuota, quota_exceeded
+from .stats import SimulatorStats
+from .tokens import count_tokens, truncate_to_tokens
+from .vectors import simulated_embedding, text_sha256
+from .wire import batch_body, single_body
+
+logger = logging.getLogger(__name__)
+
+BATCH = "batchEmbedContents"
+SINGLE = "embedContent"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_MAX_HEADER_BYTES = 64 * 1024
+_READ_SIZE = 256 * 1024
+_EMBED_PATH = re.compile(
+    r"^/(?P<version>v1|v1beta)/models/(?P<model>[^/:]+):(?P<method>batchEmbedContents|embedContent)$"
+)
+_JSON = "application/json; charset=UTF-8"
+_BASE_HEADERS = [("server", "scaffolding on HTTPServer2"), ("vary", "Origin, X-Origin, Referer")]
+_REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed"}
+_REASONS |= {429: b"Too Many Requests", 500: b"Internal Server Error"}
+_REASONS |= {503: b"Service Unavailable"}
+
+
+@dataclass
+class _Reply:
+    status: int = 200
+    body: bytes = b""
+    drop: bool = False  # close the connection without answering
+    close: bool = False  # answer, then close the connection
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _json_reply(status: int, payload: Any) -> _Reply:
+    return _Reply(status, json.dumps(payload, ensure_ascii=False, indent=2).encode("utf-8"))
+
+
+class GeminiSimulator:
+    """A local stand-in for the Gemini embedding REST API.
+
+    >>> async with GeminiSimulator(SimulatorConfig(rpm=100)) as sim:
+    ...     client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.base_url))
+
+    `config` and `stats` are live: change `sim.config` fields at any time; `stats` counts on.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        self.stats = SimulatorStats()
+        self.host = host
+        self.port = port
+        self._quota = SlidingWindowQuota()
+        self._faults = FaultInjector(self.config.seed)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(self._on_connection, self.host, self.port, backlog=1024)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        await server.wait_closed()
+
+    async def __aenter__(self) -> GeminiSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def reset(self) -> None:
+        """Clear the stats (in place) and the quota window, and restart the fault sequence."""
+        self.stats.clear()
+        self._quota.reset()
+        self._faults.reseed(self.config.seed)
+
+    def quota_usage(self) -> tuple[int, int]:
+        """(requests, tokens) currently counted inside the quota window."""
+        return self._quota.usage(self.config.window_seconds)
+
+    # ------------------------------------------------------------------ HTTP/1.1
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        try:
+            while True:
+                try:
+                    received = await self._read_request(conn, reader, writer)
+                except _BodyTooLarge:
+                    error = google_errors.too_large(MAX_BODY_BYTES)
+                    reply = _Reply(error.code, error.body(), close=True)
+                    self._send(conn, writer, reply)
+                    await writer.drain()
+                    break
+                if received is None:
+                    break
+                reply = await self._dispatch(*received)
+                if reply.drop:
+                    break
+                self._send(conn, writer, reply)
+                await writer.drain()
+                if reply.close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    break
+                conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                body = google_errors.bad_request(f"Malformed HTTP request: {exc}").body()
+                with contextlib.suppress(Exception):
+                    self._send(conn, writer, _Reply(400, body, close=True))
+                    await writer.drain()
+        except (ConnectionError, OSError, h11.LocalProtocolError):
+            pass
+        except asyncio.CancelledError:
+            # stop() cancels open connections; end quietly (asyncio's stream callback would log a
+            # cancelled handler as an error in Python 3.11)
+            pass
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+
+    @staticmethod
+    async def _read_request(
+        conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[h11.Request, bytes] | None:
+        request: h11.Request | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:  # curl asks before sending large bodies
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+                conn.receive_data(await reader.read(_READ_SIZE))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > MAX_BODY_BYTES:
+                    raise _BodyTooLarge
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request, b"".join(chunks)
+            else:  # ConnectionClosed, PAUSED
+                return None
+
+    @staticmethod
+    def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: _Reply) -> None:
+        headers = [
+            ("content-type", _JSON),
+            ("content-length", str(len(reply.body))),
+            *_BASE_HEADERS,
+        ]
+        if reply.close:
+            headers.append(("connection", "close"))
+        response = h11.Response(status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b""))
+        data = conn.send(response)
+        if data:
+            writer.write(data)
+        if reply.body:
+            writer.write(conn.send(h11.Data(data=reply.body)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+
+    # ------------------------------------------------------------------ routing
+    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply:
+        target = request.target.decode("latin-1")
+        raw_path, _, query = target.partition("?")
+        path = unquote(raw_path)
+        method = request.method.decode("ascii", "replace").upper()
+        if path.startswith("/_sim/"):
+            return self._admin(method, path, body)
+        match = _EMBED_PATH.match(path)
+        if match is None:
+            self.stats.record_call("other")
+            return self._error(google_errors.path_not_found(raw_path))
+        endpoint = match["method"]
+        self.stats.record_call(endpoint)
+        if method != "POST":
+            return self._error(google_errors.method_not_allowed(method))
+        key = self._api_key(request.headers, query)
+        return await self._embed(match["version"], match["model"], endpoint, key, body)
+
+    @staticmethod
+    def _api_key(headers: Sequence[tuple[bytes, bytes]], query: str) -> str | None:
+        for name, value in headers:
+            if name == b"x-goog-api-key" and value.strip():
+                return value.decode("latin-1").strip()
+        keys = parse_qs(query).get("key") if query else None
+        return keys[0].strip() if keys and keys[0].strip() else None
+
+    def _error(self, error: ApiError) -> _Reply:
+        self.stats.record_status(error.code)
+        return _Reply(error.code, error.body())
+
+    def _admin(self, method: str, path: str, body: bytes) -> _Reply:
+        if path == "/_sim/stats" and method == "GET":
+            return _json_reply(200, self.stats.to_dict())
+        if path == "/_sim/config" and method == "GET":
+            return _json_reply(200, self.config.to_dict())
+        if path == "/_sim/config" and method in ("POST", "PATCH"):
+            try:
+                patch = json.loads(body or b"{}")
+                if not isinstance(patch, dict):
+                    raise ValueError("the body must be a JSON object of config fields")
+                self.config.update(patch)
+            except ValueError as exc:
+                return _json_reply(400, ApiError(400, str(exc)).payload())
+            return _json_reply(200, self.config.to_dict())
+        if path == "/_sim/reset" and method == "POST":
+            self.reset()
+            return _json_reply(200, {"reset": True})
+        return _json_reply(404, google_errors.path_not_found(path).payload())
+
+    # ------------------------------------------------------------------ embedding
+    def _validate(
+        self, version: str, model_name: str, endpoint: str, key: str | None, body: bytes
+    ) -> tuple[ModelSpec, list[EmbedItem]]:
+        config = self.config
+        if key is None:
+            raise google_errors.missing_key()
+        if config.api_key is not None and key != config.api_key:
+            raise google_errors.invalid_key()
+        model = MODELS.get(model_name.removeprefix("models/"))
+        if model is None:
+            raise google_errors.model_not_found(model_name, version, endpoint)
+        data = parse_json(body)
+        if endpoint == BATCH:
+            size = batch_size(data)
+            if size is not None:
+                self.stats.record_batch_size(size)
+            return model, parse_batch(data, model, version)
+        self.stats.record_batch_size(1)
+        return model, [parse_single(data, model, version)]
+
+    def _limit_texts(self, model: ModelSpec, items: list[EmbedItem]) -> tuple[list[str], int]:
+        """The texts to embed (truncated when over the input limit) and the tokens they count."""
+        config = self.config
+        marker = config.poison_marker
+        if marker and any(marker in item.text for item in items):
+            raise google_errors.bad_request("Request contains an invalid argument.")
+        texts: list[str] = []
+        total = 0
+        for item in items:
+            tokens = count_tokens(item.text)
+            text = item.text
+            if tokens > model.max_input_tokens:
+                if config.over_limit == "reject":
+                    raise google_errors.bad_request(
+                        f"The input token count ({tokens}) exceeds the maximum number of tokens allowed "
+                        f"({model.max_input_tokens})."
+                    )
+                text = truncate_to_tokens(text, model.max_input_tokens)
+                tokens = model.max_input_tokens
+            texts.append(text)
+            total += tokens
+        return texts, total
+
+    async def _embed(self, version: str, model_name: str, endpoint: str, key: str | None, body: bytes) -> _Reply:
+        config = self.config
+        try:
+            model, items = self._validate(version, model_name, endpoint, key, body)
+            texts, tokens = self._limit_texts(model, items)
+            requests = 1 if config.count_mode == "call" else len(items)
+            violations = self._quota.check(requests, tokens, config.rpm, config.tpm, config.window_seconds)
+            if violations:
+                with_retry = self._faults.chance(config.retry_info_rate)
+                raise quota_exceeded(violations, model.quota_model, with_retry)
+        except ApiError as error:
+            logger.info("%s %s -> %d %s", endpoint, model_name, error.code, error.status)
+            return self._error(error)
+
+        plan = self._faults.plan(config)
+        if plan.failure is not None:
+            self.stats.record_fault(plan.failure.value)
+            logger.info("%s %d texts -> injected %s", endpoint, len(items), plan.failure.value)
+            if plan.failure is Fault.DROP:
+                return _Reply(drop=True)
+            return self._error(
+                google_errors.internal() if plan.failure is Fault.ERROR_500 else google_errors.overloaded()
+            )
+
+        self._quota.charge(requests, tokens)
+        self.stats.record_tokens(tokens)
+        delay = (config.latency_base_ms + config.latency_per_text_ms * len(items)) / 1000.0
+        if plan.slow:
+            self.stats.record_fault(Fault.SLOW.value)
+            delay += config.slow_seconds
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        vectors: list[npt.NDArray[np.float32]] = [
+            simulated_embedding(text, item.dimensions) for text, item in zip(texts, items, strict=True)
+        ]
+        corruption = plan.corruption
+        if corruption in (Fault.COUNT_MISMATCH, Fault.WRONG_LENGTH, Fault.NAN):
+            assert corruption is not None
+            vectors = corrupt_vectors(corruption, vectors, plan.pick)
+        if endpoint == BATCH:
+            out = batch_body(vectors)
+        elif corruption is Fault.COUNT_MISMATCH:
+            out = b"{}"  # embedContent answers one vector: "one too few" is none at all
+        else:
+            out = single_body(vectors[0])
+        if corruption is Fault.MALFORMED:
+            out = truncate_body(out, plan.pick)
+        self.stats.record_status(200)
+        if corruption is None:
+            self.stats.record_success([text_sha256(item.text) for item in items])
+        else:
+            self.stats.record_fault(corruption.value)
+        logger.info("%s %d texts -> 200%s", endpoint, len(items), f" ({corruption.value})" if corruption else "")
+        return _Reply(200, out)
+
+
+@contextlib.contextmanager
+def run_simulator_in_thread(
+    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[GeminiSimulator]:
+    """Run a simulator on its own event loop in a daemon thread (for tests that run subprocesses or
+    synchronous clients). Yields the running `GeminiSimulator`; stops it on exit."""
+    sim = GeminiSimulator(config, host=host, port=port)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failures: list[BaseException] = []
+    stop_event: list[asyncio.Event] = []
+
+    async def main() -> None:
+        try:
+            await sim.start()
+        except BaseException as exc:
+            failures.append(exc)
+            started.set()
+            return
+        stop_event.append(asyncio.Event())
+        started.set()
+        try:
+            await stop_event[0].wait()
+        finally:
+            await sim.stop()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="gemini-simulator", daemon=True)
+    thread.start()
+    started.wait()
+    try:
+        if failures:
+            raise failures[0]
+        yield sim
+    finally:
+        if stop_event:
+            loop.call_soon_threadsafe(stop_event[0].set)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()

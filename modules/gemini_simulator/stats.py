@@ -1,0 +1,120 @@
+"""What the simulator saw and answered, for tests and for `GET /_sim/stats`."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SimulatorStats:
+    """Counters updated by the server. Reading single fields is safe from any thread; use
+    `snapshot()` for a consistent copy while the server runs in another thread."""
+
+    calls_by_endpoint: Counter[str] = field(default_factory=Counter)  # "batchEmbedContents", ...
+    successful_calls: int = 0  # clean 200 answers (corrupted 200s are counted in `faults`)
+    texts_embedded: int = 0  # texts in clean 200 answers
+    embeds_per_text: Counter[str] = field(default_factory=Counter)  # text sha256 -> clean embeds
+    status_counts: Counter[int] = field(default_factory=Counter)  # every answered HTTP status
+    faults: Counter[str] = field(default_factory=Counter)  # injected: burst_503, drop, slow, nan, ...
+    drops: int = 0  # connections closed without an answer
+    tokens_counted: int = 0  # input tokens charged to the quota (truncated texts count 2,048)
+    max_batch_seen: int = 0  # largest number of requests in one well-formed call body
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def rate_limited(self) -> int:
+        return self.status_counts[429]
+
+    @property
+    def bad_requests(self) -> int:
+        return self.status_counts[400]
+
+    @property
+    def not_found(self) -> int:
+        return self.status_counts[404]
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for code, n in self.status_counts.items() if code >= 500)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls_by_endpoint.values())
+
+    def record_call(self, endpoint: str) -> None:
+        with self._lock:
+            self.calls_by_endpoint[endpoint] += 1
+
+    def record_batch_size(self, size: int) -> None:
+        with self._lock:
+            self.max_batch_seen = max(self.max_batch_seen, size)
+
+    def record_status(self, status: int) -> None:
+        with self._lock:
+            self.status_counts[status] += 1
+
+    def record_fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
+            if kind == "drop":
+                self.drops += 1
+
+    def record_tokens(self, tokens: int) -> None:
+        with self._lock:
+            self.tokens_counted += tokens
+
+    def record_success(self, text_hashes: list[str]) -> None:
+        with self._lock:
+            self.successful_calls += 1
+            self.texts_embedded += len(text_hashes)
+            self.embeds_per_text.update(text_hashes)
+
+    def clear(self) -> None:
+        """Zero everything in place (references to this object stay valid)."""
+        with self._lock:
+            self.calls_by_endpoint.clear()
+            self.successful_calls = 0
+            self.texts_embedded = 0
+            self.embeds_per_text.clear()
+            self.status_counts.clear()
+            self.faults.clear()
+            self.drops = 0
+            self.tokens_counted = 0
+            self.max_batch_seen = 0
+
+    def snapshot(self) -> SimulatorStats:
+        with self._lock:
+            return SimulatorStats(
+                calls_by_endpoint=Counter(self.calls_by_endpoint),
+                successful_calls=self.successful_calls,
+                texts_embedded=self.texts_embedded,
+                embeds_per_text=Counter(self.embeds_per_text),
+                status_counts=Counter(self.status_counts),
+                faults=Counter(self.faults),
+                drops=self.drops,
+                tokens_counted=self.tokens_counted,
+                max_batch_seen=self.max_batch_seen,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        copy = self.snapshot()
+        return {
+            "calls_by_endpoint": dict(copy.calls_by_endpoint),
+            "total_calls": copy.total_calls,
+            "successful_calls": copy.successful_calls,
+            "texts_embedded": copy.texts_embedded,
+            "distinct_texts_embedded": len(copy.embeds_per_text),
+            "embeds_per_text": dict(copy.embeds_per_text),
+            "status_counts": {str(code): n for code, n in sorted(copy.status_counts.items())},
+            "rate_limited": copy.rate_limited,
+            "bad_requests": copy.bad_requests,
+            "not_found": copy.not_found,
+            "server_errors": copy.server_errors,
+            "drops": copy.drops,
+            "faults": dict(copy.faults),
+            "tokens_counted": copy.tokens_counted,
+            "max_batch_seen": copy.max_batch_seen,
+        }
