@@ -172,8 +172,7 @@ class BatchEmbeddingGenerator:
         scope = "失敗チャンクの再処理" if retry_failed else "未処理チャンク"
         if doc_id is None:
             return f"全{scope}"
-        docs = [d for d in await self.store.status_by_document(limit=1_000_000) if d.doc_id == doc_id]
-        name = docs[0].name if docs and docs[0].name else doc_id
+        name = await self.store.document_name(doc_id) or doc_id
         return f"{name} ({scope})"
 
     # --- one batch ---------------------------------------------------------------------------

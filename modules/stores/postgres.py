@@ -191,6 +191,10 @@ class PostgresStore:
     async def document_exists(self, doc_id: str) -> bool:
         return bool((await self._fetch("document_exists", {"doc_id": doc_id}))[0][0])
 
+    async def document_name(self, doc_id: str) -> str | None:
+        value = (await self._fetch("document_name", {"doc_id": doc_id}))[0][0]
+        return None if value is None else str(value)
+
     async def server_time(self) -> datetime:
         value = (await self._fetch("server_time", {}))[0][0]
         assert isinstance(value, datetime)

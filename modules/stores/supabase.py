@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 from postgrest.exceptions import APIError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
@@ -49,7 +50,6 @@ from modules.stores.base import (
     SearchHit,
 )
 from modules.stores.migration_file import MIGRATION_NAME
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +403,10 @@ class SupabaseStore:
     async def recent_errors(self, limit: int = 10) -> list[ErrorGroup]:
         rows = await self._rows("embq_recent_errors", {"p_limit": limit}, limit)
         return [ErrorGroup(str(r["error"]), int(r["chunks"]), _timestamp(r["last_seen"])) for r in rows]
+
+    async def document_name(self, doc_id: str) -> str | None:
+        value = await self._rpc("embq_document_name", {"p_doc_id": doc_id})
+        return None if value is None else str(value)
 
     async def document_exists(self, doc_id: str) -> bool:
         return bool(await self._rpc("embq_document_exists", {"p_doc_id": doc_id}))

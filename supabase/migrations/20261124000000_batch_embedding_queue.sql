@@ -17,7 +17,18 @@
 -- the loader quotes and validates (modules/stores/sql_templates.py); values are never templated.
 -- It creates the host tables only when they are missing, and otherwise adds only the queue's columns.
 
-CREATE EXTENSION IF NOT EXISTS vector;
+-- pgvector goes into the `extensions` schema where there is one (Supabase's convention), else the default.
+DO $vector$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
+        IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'extensions') THEN
+            CREATE EXTENSION vector WITH SCHEMA extensions;
+        ELSE
+            CREATE EXTENSION vector;
+        END IF;
+    END IF;
+END
+$vector$;
 
 CREATE TABLE IF NOT EXISTS "public"."document_sources" (
     id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
@@ -273,6 +284,19 @@ BEGIN
     RETURN EXISTS (SELECT 1 FROM "public"."document_sources" d WHERE d.id = p_doc_id::{{doc_id_type}});
 EXCEPTION WHEN invalid_text_representation THEN
     RETURN false;  -- e.g. 'abc' against a uuid column: simply not a document of ours
+END;
+$$;
+
+-- A document's name (NULL when there is no such document).
+CREATE OR REPLACE FUNCTION "public".embq_document_name(p_doc_id text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = public, extensions
+AS $$
+BEGIN
+    RETURN (SELECT d.name::text FROM "public"."document_sources" d WHERE d.id = p_doc_id::{{doc_id_type}});
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
 END;
 $$;
 

@@ -38,6 +38,10 @@ SELECT error, chunks, last_seen FROM {{schema}}.embq_recent_errors(%(limit)s);
 -- Whether a document id is known.
 SELECT {{schema}}.embq_document_exists(%(doc_id)s);
 
+-- name: document_name --
+-- A document's name.
+SELECT {{schema}}.embq_document_name(%(doc_id)s);
+
 -- name: server_time --
 -- The database's clock, which leases and failure times are measured by.
 SELECT now();

@@ -204,6 +204,19 @@ EXCEPTION WHEN invalid_text_representation THEN
 END;
 $$;
 
+-- A document's name (NULL when there is no such document).
+CREATE OR REPLACE FUNCTION {{schema}}.embq_document_name(p_doc_id text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = {{search_path}}
+AS $$
+BEGIN
+    RETURN (SELECT d.name::text FROM {{documents}} d WHERE d.id = p_doc_id::{{doc_id_type}});
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
+END;
+$$;
+
 -- The database's clock, which leases and failure times are measured by (callable over RPC too).
 CREATE OR REPLACE FUNCTION {{schema}}.embq_server_time()
 RETURNS timestamptz

@@ -2,7 +2,18 @@
 -- the loader quotes and validates (modules/stores/sql_templates.py); values are never templated.
 -- It creates the host tables only when they are missing, and otherwise adds only the queue's columns.
 
-CREATE EXTENSION IF NOT EXISTS vector;
+-- pgvector goes into the `extensions` schema where there is one (Supabase's convention), else the default.
+DO $vector$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
+        IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'extensions') THEN
+            CREATE EXTENSION vector WITH SCHEMA extensions;
+        ELSE
+            CREATE EXTENSION vector;
+        END IF;
+    END IF;
+END
+$vector$;
 
 CREATE TABLE IF NOT EXISTS {{documents}} (
     id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
