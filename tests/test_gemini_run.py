@@ -1,0 +1,190 @@
+"""Whole runs through the real google-genai client, over HTTP, against the Gemini simulator, into a
+real PostgreSQL: batching, 429 storms, 5xx bursts, poison chunks, run-level errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.embedders.base import l2_normalize
+from modules.errors import RunAborted
+from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, simulated_embedding
+from modules.settings import Settings
+from tests.conftest import TEST_API_KEY, corpus, fetch_all, seed_chunks
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[GeminiSimulator]:
+    async with GeminiSimulator(SimulatorConfig()) as sim:
+        yield sim
+
+
+@pytest.fixture
+def gemini_settings(make_settings: Callable[..., Settings], simulator: GeminiSimulator) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "EMBEDDING_PROVIDER": "gemini",
+            "GOOGLE_API_KEY": TEST_API_KEY,
+            "GOOGLE_GEMINI_BASE_URL": simulator.base_url,
+            "EMBEDDING_REQUEST_TIMEOUT": "5",
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return build
+
+
+def expected_vector(text: str, dims: int = 768) -> np.ndarray:
+    return l2_normalize(simulated_embedding(text, dims).reshape(1, -1).astype(np.float32))[0]
+
+
+async def run_all(settings: Settings, **kwargs: Any) -> Any:
+    async with BatchEmbeddingGenerator(settings) as generator:
+        stats = await generator.run(**kwargs)
+        status = await generator.status()
+    return stats, status
+
+
+async def test_happy_path_1000_chunks_take_exactly_100_calls(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    await seed_chunks(database_url, corpus(1000, docs=10))
+    stats, status = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10))
+    assert (stats.embedded, stats.failed, stats.api_calls) == (1000, 0, 100)
+    assert simulator.stats.successful_calls == 100
+    assert simulator.stats.max_batch_seen == 10
+    assert (status.embedded, status.pending, status.failed, status.in_progress) == (1000, 0, 0, 0)
+    rows = await fetch_all(database_url, "SELECT content, embedding, embedding_model FROM chunks")
+    for content, vector, model in rows:
+        assert model == "gemini-embedding-001@768"
+        np.testing.assert_allclose(vector.to_numpy(), expected_vector(content), rtol=0, atol=1e-6)
+    # every text was embedded exactly once
+    assert sorted(simulator.stats.embeds_per_text.values()) == [1] * 1000
+
+
+async def test_batch_100_takes_ten_calls(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    await seed_chunks(database_url, corpus(1000, docs=10))
+    stats, _ = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=100))
+    assert (stats.embedded, stats.api_calls) == (1000, 10)
+
+
+@pytest.mark.parametrize("retry_info_rate", [1.0, 0.0], ids=["with-RetryInfo", "without-RetryInfo"])
+async def test_429_storm_ends_with_everything_embedded(
+    database_url: str,
+    simulator: GeminiSimulator,
+    gemini_settings: Callable[..., Settings],
+    retry_info_rate: float,
+) -> None:
+    simulator.config.rpm = 10
+    simulator.config.window_seconds = 1.0
+    simulator.config.retry_info_rate = retry_info_rate
+    await seed_chunks(database_url, corpus(300, docs=3))
+    stats, status = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_RETRY_DELAY="0.2"))
+    assert (stats.embedded, stats.failed, status.pending) == (300, 0, 0)
+    assert stats.rate_limited > 0
+    assert simulator.stats.status_counts.get(429, 0) == stats.rate_limited
+    assert sorted(simulator.stats.embeds_per_text.values()) == [1] * 300
+    # 30 calls at 10 per second need ~3 windows; a sender that ignored the wait would hammer the
+    # server with hundreds of 429s. Pausing all senders keeps it to a handful per window.
+    assert stats.rate_limited <= 40
+    if retry_info_rate == 1.0:
+        assert stats.elapsed >= 1.5  # the server's delays were waited out, not skipped
+
+
+async def test_503_burst_is_retried_and_charges_no_chunk(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    simulator.config.burst_503 = 6
+    await seed_chunks(database_url, corpus(50, docs=1))
+    stats, _ = await run_all(gemini_settings(EMBEDDING_CONCURRENCY=1, EMBEDDING_MAX_RETRIES=8))
+    assert (stats.embedded, stats.failed) == (50, 0)
+    assert stats.retries >= 6
+    rows = await fetch_all(database_url, "SELECT max(embedding_attempts) FROM chunks")
+    assert rows[0][0] == 0
+
+
+async def test_a_poison_chunk_fails_alone_and_its_neighbours_are_embedded(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    simulator.config.poison_marker = "☠POISON☠"
+    texts = corpus(30, docs=1)["doc-000"]
+    texts[13] = "この段落は☠POISON☠を含みます。"
+    await seed_chunks(database_url, {"doc-000": texts})
+    stats, status = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_CONCURRENCY=1))
+    assert (stats.embedded, stats.failed) == (29, 1)
+    assert (status.embedded, status.failed, status.pending) == (29, 1, 0)
+    rows = await fetch_all(
+        database_url, "SELECT content, embedding_attempts, embedding_error FROM chunks WHERE embedding IS NULL"
+    )
+    assert len(rows) == 1
+    content, attempts, error = rows[0]
+    assert "POISON" in content and attempts == 1 and "400" in error
+    # 3 batches + the bad batch re-run as 2 x 5 + the bad half re-run one by one (5)
+    assert stats.api_calls == 3 + 2 + 5
+
+
+async def test_empty_content_is_recorded_failed_and_never_sent(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    await seed_chunks(database_url, {"d": ["本文があります。", "", "   \n\t", "これも本文です。"]})
+    stats, _ = await run_all(gemini_settings())
+    assert (stats.embedded, stats.failed) == (2, 2)
+    assert simulator.stats.texts_embedded == 2
+    rows = await fetch_all(database_url, "SELECT embedding_error FROM chunks WHERE embedding IS NULL")
+    assert all("empty content" in r[0] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"GOOGLE_API_KEY": "wrong-key"}, "API key not valid"),
+        ({"EMBEDDING_MODEL": "text-embedding-004"}, "404"),
+    ],
+    ids=["wrong-key", "retired-model"],
+)
+async def test_a_bad_provider_setting_stops_the_run_without_failing_chunks(
+    database_url: str,
+    simulator: GeminiSimulator,
+    gemini_settings: Callable[..., Settings],
+    overrides: dict[str, str],
+    expected: str,
+) -> None:
+    simulator.config.api_key = TEST_API_KEY
+    await seed_chunks(database_url, corpus(100, docs=2))
+    with pytest.raises(RunAborted) as caught:
+        await run_all(gemini_settings(**overrides))
+    assert expected in str(caught.value)
+    assert "wrong-key" not in str(caught.value)
+    rows = await fetch_all(
+        database_url,
+        "SELECT count(*) FILTER (WHERE embedding_failed_at IS NOT NULL), count(*) FILTER (WHERE embedding_lease_owner "
+        "IS NOT NULL), count(*) FILTER (WHERE embedding IS NULL) FROM chunks",
+    )
+    assert rows[0] == (0, 0, 100)  # nothing charged, nothing left leased, all still pending
+
+
+async def test_retry_only_touches_only_failed_chunks(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    simulator.config.poison_marker = "☠"
+    texts = [f"段落{i}。" for i in range(10)]
+    texts[4] = "☠ 一時的に失敗する段落。"
+    await seed_chunks(database_url, {"d": texts})
+    stats, _ = await run_all(gemini_settings(EMBEDDING_CONCURRENCY=1))
+    assert stats.failed == 1
+    # new pending work arrives; --retry-only must not touch it
+    await fetch_all(
+        database_url, "INSERT INTO chunks (doc_id, chunk_index, content) VALUES ('d', 99, '新しい段落。') RETURNING 1"
+    )
+    simulator.config.poison_marker = None
+    calls_before = simulator.stats.successful_calls
+    stats, status = await run_all(gemini_settings(EMBEDDING_CONCURRENCY=1), retry_failed=True)
+    assert (stats.total, stats.embedded, stats.failed) == (1, 1, 0)
+    assert simulator.stats.successful_calls == calls_before + 1
+    assert (status.pending, status.failed, status.embedded) == (1, 0, 10)
