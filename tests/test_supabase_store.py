@@ -14,6 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 from postgrest.exceptions import APIError
+from supabase import AsyncClientOptions, acreate_client
 
 from modules.batch_embedding import BatchEmbeddingGenerator, content_hash
 from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
@@ -23,7 +24,6 @@ from modules.stores.base import ClaimFilter, Completed
 from modules.stores.migration_file import MIGRATION_NAME, MIGRATION_PATH, migration_files, render_migration
 from modules.stores.postgres import PostgresStore
 from modules.stores.supabase import SupabaseStore, key_role
-from supabase import AsyncClientOptions, acreate_client
 from tests.conftest import corpus, fetch_all
 from tests.postgrest_fake import (
     ANON_KEY,
