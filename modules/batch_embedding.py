@@ -35,7 +35,7 @@ from modules.errors import (
     TransientEmbeddingError,
     UnknownDocumentError,
 )
-from modules.pacing import Pacer
+from modules.pacing import Pacer, Send
 from modules.recovery import RetryPolicy, call_with_retries
 from modules.reporting import RunStats, configure_logging, log_final_statistics, logging_configured
 from modules.settings import Settings, load_settings
@@ -158,7 +158,8 @@ class BatchEmbeddingGenerator:
         calls_before = self.embedder.calls_made()
         run = _Run(self, where, limit, stats)
         log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
-        log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %d)", stats.total, self.batch_size)
+        size = "auto" if self.settings.batch_size == "auto" else str(self.batch_size)
+        log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %s)", stats.total, size)
         try:
             await run.execute()
         finally:
@@ -202,14 +203,13 @@ class BatchEmbeddingGenerator:
         requests = [EmbedRequest(i.text, i.chunk.title) for i in items]
         tokens = sum(i.tokens for i in items)
         calls = 1 if not self.settings.use_title else len({i.chunk.title for i in items})
+        send = Send(calls=calls, texts=len(items), tokens=tokens)
 
         async def one_call() -> Vectors:
             stats.tokens_sent += tokens
             return await self.embedder.embed(requests)
 
-        return await call_with_retries(
-            one_call, policy=self.policy, pacer=pacer, requests=calls, tokens=tokens, stats=stats
-        )
+        return await call_with_retries(one_call, policy=self.policy, pacer=pacer, send=send, stats=stats)
 
 
 class _Run:
@@ -230,9 +230,12 @@ class _Run:
             concurrency=lanes if not adaptive else min(4, lanes),
             max_concurrency=lanes,
             adaptive=adaptive,
+            batch_size=s.fixed_batch_size,
+            max_batch=generator.embedder.max_batch,
+            slow_seconds=s.request_timeout / 2,
         )
         self.batch_count = 0
-        self.expected_batches = max(1, math.ceil(stats.total / generator.batch_size)) if stats.total else 0
+        self.claimed = 0
         self.abort: BaseException | None = None
 
     async def execute(self) -> None:
@@ -247,8 +250,14 @@ class _Run:
         if self.abort is not None:
             raise self.abort
 
+    @property
+    def expected_batches(self) -> int:
+        """Batches this run will take, as far as can be known now (auto sizes move)."""
+        unclaimed = max(0, self.stats.total - self.claimed)
+        return self.batch_count + math.ceil(unclaimed / self.pacer.batch_size)
+
     def _take_budget(self) -> int:
-        size = self.g.batch_size
+        size = self.pacer.batch_size
         if self.remaining is None:
             return size
         take = min(size, self.remaining)
@@ -273,6 +282,7 @@ class _Run:
                 if not chunks:
                     return
                 self.batch_count += 1
+                self.claimed += len(chunks)
                 number = self.batch_count
                 log.info(
                     "📦 バッチ %d/%d 処理開始 (%dチャンク)",

@@ -18,9 +18,17 @@ class EmbeddingError(BatchEmbeddingError):
 class RateLimitedError(EmbeddingError):
     """HTTP 429: the quota is spent for now. Never the chunks' fault: pause all senders, retry whole."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        quota_kind: str | None = None,
+        quota_limit: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.quota_kind = quota_kind  # "requests" or "tokens", when the server named the quota
+        self.quota_limit = quota_limit
 
 
 class TransientEmbeddingError(EmbeddingError):

@@ -1,23 +1,58 @@
-"""Pacing shared by every batch of a run: quota buckets, a global pause on 429, adaptive concurrency.
+"""Pacing shared by every batch of a run: quota buckets, a global pause on 429, adaptive concurrency,
+and the batch size when EMBEDDING_BATCH_SIZE=auto.
 
-A 429 is the quota's signal, not a chunk's fault: it pauses *all* senders until the server's
-RetryInfo time (or a backoff when there is none) and halves the number of batches in flight;
-successes grow it back one step at a time (AIMD, as TCP does).
+The quota is either given (EMBEDDING_RPM / EMBEDDING_TPM, per minute) or learned. A 429 from Gemini
+names the quota it hit (QuotaFailure: requests or input tokens, and the limit) and when room frees
+(RetryInfo). From the sends of the last minutes the pacer then infers the window those limits apply
+to, and paces every later call so that the quota is used to the full without being crossed.
+
+Google does not document whether a batch call counts as one request or as one per text. The pacer
+first assumes one per call (the optimistic reading, under which big batches are free); a 429 on the
+request quota that the call-counting bucket did not predict proves texts are counted, and it switches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
+
+Unit = Literal["calls", "texts", "tokens"]
+_LOG_SECONDS = 600.0  # how far back sends are remembered, to infer a quota window
+_SAFETY = 0.97  # pace at 97% of a learned rate: timing noise must not turn into 429s
+
+
+@dataclass(frozen=True)
+class Send:
+    """What one API call cost, in each unit a quota may count."""
+
+    calls: int
+    texts: int
+    tokens: int
+
+    def units(self, unit: Unit) -> int:
+        return {"calls": self.calls, "texts": self.texts, "tokens": self.tokens}[unit]
+
+
+@dataclass(frozen=True)
+class QuotaHit:
+    """What a 429 said: which quota (requests or tokens), its limit, and when to retry."""
+
+    retry_after: float | None
+    kind: Literal["requests", "tokens"] | None = None
+    limit: int | None = None
 
 
 class TokenBucket:
     """A refilling allowance of `rate` units per `period` seconds, holding at most `capacity`."""
 
     def __init__(self, rate: float, period: float = 60.0, capacity: float | None = None) -> None:
+        self.limit = rate
+        self.period = period
         self.rate_per_second = rate / period
         self.capacity = capacity if capacity is not None else rate
         self._level = self.capacity
@@ -34,6 +69,10 @@ class TokenBucket:
         self._refill(now)
         needed = min(amount, self.capacity) - self._level
         return 0.0 if needed <= 0 else needed / self.rate_per_second
+
+    def level(self) -> float:
+        self._refill(time.monotonic())
+        return self._level
 
     def take(self, amount: float) -> None:
         self._refill(time.monotonic())
@@ -81,14 +120,38 @@ class AdaptiveLimiter:
             self.limit = max(1.0, self.limit / 2)
 
 
+class BatchSizer:
+    """EMBEDDING_BATCH_SIZE=auto: big batches (fewer calls never cost more quota), grown while calls
+    succeed fast, halved when one batch alone is a large share of a quota, cut when answers slow."""
+
+    def __init__(self, fixed: int | None, maximum: int, slow_seconds: float) -> None:
+        self.fixed = fixed
+        self.maximum = maximum
+        self.slow_seconds = slow_seconds
+        self.size = fixed if fixed is not None else min(20, maximum)
+
+    def succeeded(self, latency: float) -> None:
+        if self.fixed is not None:
+            return
+        if latency > self.slow_seconds:
+            self.size = max(1, int(self.size * 0.7))
+        else:
+            self.size = min(self.maximum, self.size + max(1, self.size // 4))
+
+    def rate_limited(self, share_of_limit: float) -> None:
+        if self.fixed is None and share_of_limit >= 0.5:
+            self.size = max(1, self.size // 2)
+
+
 @dataclass
 class PacerStats:
     waited_for_quota: float = 0.0
     pauses: int = 0
+    learned: str = ""
 
 
 class Pacer:
-    """What every sender asks before each API call."""
+    """What every sender asks before each API call, and tells after it."""
 
     def __init__(
         self,
@@ -99,49 +162,108 @@ class Pacer:
         concurrency: int = 1,
         max_concurrency: int = 8,
         adaptive: bool = False,
+        batch_size: int | None = 10,
+        max_batch: int = 100,
+        slow_seconds: float = 30.0,
     ) -> None:
-        self.requests = TokenBucket(rpm, window_seconds) if rpm else None
-        self.tokens = TokenBucket(tpm, window_seconds) if tpm else None
+        self.request_unit: Unit = "calls"
+        self.buckets: dict[Unit, TokenBucket] = {}
+        if rpm:
+            self.buckets["calls"] = TokenBucket(rpm, window_seconds)
+        if tpm:
+            self.buckets["tokens"] = TokenBucket(tpm, window_seconds)
         self.limiter = AdaptiveLimiter(concurrency, max_concurrency, adaptive)
+        self.sizer = BatchSizer(batch_size, max_batch, slow_seconds)
         self.stats = PacerStats()
         self._paused_until = 0.0
         self._gate = asyncio.Lock()  # one sender at a time checks and takes from the buckets
+        self._sent: deque[tuple[float, Send]] = deque()
 
-    async def wait_turn(self, requests: int, tokens: int) -> None:
-        """Wait until a global pause is over and the quota has room, then take from it."""
-        await self._wait_for_quota(requests, tokens)
+    @property
+    def batch_size(self) -> int:
+        return self.sizer.size
 
-    async def _wait_for_quota(self, requests: int, tokens: int) -> None:
+    async def wait_turn(self, send: Send) -> None:
+        """Wait until a global pause is over and every quota bucket has room, then take from them."""
         async with self._gate:
             while True:
-                now = time.monotonic()
                 wait = max(
-                    self._paused_until - now,
-                    self.requests.wait_time(requests) if self.requests else 0.0,
-                    self.tokens.wait_time(tokens) if self.tokens else 0.0,
+                    [self._paused_until - time.monotonic()]
+                    + [bucket.wait_time(send.units(unit)) for unit, bucket in self.buckets.items()]
                 )
                 if wait <= 0:
                     break
                 self.stats.waited_for_quota += wait
                 await asyncio.sleep(wait)
-            if self.requests:
-                self.requests.take(requests)
-            if self.tokens:
-                self.tokens.take(tokens)
+            for unit, bucket in self.buckets.items():
+                bucket.take(send.units(unit))
 
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - time.monotonic())
 
-    def rate_limited(self, pause_seconds: float) -> None:
-        """A 429: every sender waits `pause_seconds` from now, and fewer batches go at once."""
-        until = time.monotonic() + pause_seconds
-        if until > self._paused_until:
-            self._paused_until = until
-            self.stats.pauses += 1
-        for bucket in (self.requests, self.tokens):
-            if bucket:
-                bucket.drain()
-        self.limiter.shrink()
-
-    def succeeded(self) -> None:
+    def succeeded(self, send: Send, latency: float) -> None:
+        now = time.monotonic()
+        self._sent.append((now, send))
+        while self._sent and self._sent[0][0] < now - _LOG_SECONDS:
+            self._sent.popleft()
         self.limiter.grow()
+        self.sizer.succeeded(latency)
+
+    def rate_limited(self, pause_seconds: float, hit: QuotaHit, send: Send) -> None:
+        """A 429: every sender waits `pause_seconds` from now, fewer batches go at once, and the
+        quota it names is learned so that later calls stay under it."""
+        now = time.monotonic()
+        if now + pause_seconds > self._paused_until:
+            self._paused_until = now + pause_seconds
+            self.stats.pauses += 1
+        self.limiter.shrink()
+        if hit.kind is None or not hit.limit:
+            for bucket in self.buckets.values():
+                bucket.drain()
+            return
+        unit: Unit = "tokens" if hit.kind == "tokens" else self._request_unit_after(send, hit.limit, now)
+        frees_at = now + (hit.retry_after or pause_seconds)
+        window = self._infer_window(unit, hit.limit - send.units(unit), frees_at)
+        if window is None and unit == "calls" and send.texts > 1:
+            # Our calls can't add up to what the server counted, but our texts may: it counts texts.
+            by_texts = self._infer_window("texts", hit.limit - send.texts, frees_at)
+            if by_texts is not None:
+                unit, window, self.request_unit = "texts", by_texts, "texts"
+                self.buckets.pop("calls", None)
+        self.sizer.rate_limited(send.units(unit) / hit.limit)
+        current = self.buckets.get(unit)
+        period = window / _SAFETY if window else (current.period if current else 60.0)
+        if current is None or abs(current.period - period) / period > 0.05 or current.limit != hit.limit:
+            # A small capacity spreads calls evenly over the window: a sliding-window quota then holds
+            # exactly `limit` at every moment, where bursts would overrun it after every pause.
+            capacity = max(float(send.units(unit)), hit.limit * 0.1)
+            self.buckets[unit] = TokenBucket(hit.limit, period, capacity)
+            self.stats.learned = f"{hit.limit} {unit} / {period:.1f}s"
+        self.buckets[unit].drain()
+
+    def _request_unit_after(self, send: Send, limit: int, now: float) -> Unit:
+        """Decide whether the request quota counts calls or texts. If the calls sent within the quota's
+        window stay well under its limit while the texts sent reach it, the server counts texts."""
+        if self.request_unit == "calls" and send.texts > 1:
+            calls = self.buckets.get("calls")
+            window = calls.period if calls else None
+            if window:
+                recent = [sent for at, sent in self._sent if at >= now - window]
+                calls_sent = sum(x.calls for x in recent) + send.calls
+                texts_sent = sum(x.texts for x in recent) + send.texts
+                if calls_sent < 0.5 * limit and texts_sent >= 0.8 * limit:
+                    self.request_unit = "texts"
+                    del self.buckets["calls"]
+        return self.request_unit
+
+    def _infer_window(self, unit: Unit, used_before: int, frees_at: float) -> float | None:
+        """The window W of a sliding quota of `limit` units: walking back through our sends until they
+        add up to what the server counted before this call, the oldest of them leaves the window at
+        `frees_at`, so W = frees_at - its time. None when our log can't explain the count."""
+        total = 0
+        for at, send in reversed(self._sent):
+            total += send.units(unit)
+            if total >= used_before:
+                window = frees_at - at
+                return window if window > 0 else None
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,7 +20,7 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from modules.errors import RateLimitedError, TransientEmbeddingError
-from modules.pacing import Pacer
+from modules.pacing import Pacer, QuotaHit, Send
 from modules.reporting import RunStats
 from modules.settings import Settings
 
@@ -64,8 +65,7 @@ async def call_with_retries(
     *,
     policy: RetryPolicy,
     pacer: Pacer,
-    requests: int,
-    tokens: int,
+    send: Send,
     stats: RunStats,
 ) -> T:
     state = _CallState()
@@ -79,7 +79,9 @@ async def call_with_retries(
             stats.rate_limited += 1
             wait = error.retry_after if error.retry_after is not None else policy.backoff(state.rate_limited)
             wait = max(0.05, wait) * (1.0 + random.random() * 0.1)  # jitter so paused senders don't stampede
-            pacer.rate_limited(wait)
+            kind = error.quota_kind if error.quota_kind in ("requests", "tokens") else None
+            hit = QuotaHit(error.retry_after, kind, error.quota_limit)  # type: ignore[arg-type]
+            pacer.rate_limited(wait, hit, send)
             state.rate_wait += wait
             log.warning(
                 "⏳ レート制限 (429): %.1f秒待機します (全バッチを一時停止%s)",
@@ -105,8 +107,9 @@ async def call_with_retries(
         reraise=True,
     ):
         with attempt:
-            await pacer.wait_turn(requests, tokens)
+            await pacer.wait_turn(send)
+            started = time.monotonic()
             result = await call()
-            pacer.succeeded()
+            pacer.succeeded(send, time.monotonic() - started)
             return result
     raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover

@@ -143,7 +143,8 @@ def classify_api_error(exc: genai_errors.APIError) -> EmbeddingError:
     message = _api_message(exc)
     summary = f"{code} {status}: {message}".strip()
     if code == 429:
-        return RateLimitedError(summary, retry_after=retry_delay_from(exc.details))
+        kind, limit = quota_violation(exc.details)
+        return RateLimitedError(summary, retry_delay_from(exc.details), kind, limit)
     if code in (408, 500, 502, 503, 504) or code >= 500:
         return TransientEmbeddingError(summary)
     if code in (401, 403, 404):
@@ -167,6 +168,22 @@ def retry_delay_from(details: Any) -> float | None:
         value = float(match.group(1))
         return value / 1000 if match.group(2).lower() == "ms" else value
     return None
+
+
+def quota_violation(details: Any) -> tuple[str | None, int | None]:
+    """From QuotaFailure: whether the request or the token quota was hit, and its limit."""
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    for item in error.get("details", []) if isinstance(error, dict) else []:
+        if not (isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.QuotaFailure")):
+            continue
+        for violation in item.get("violations", []):
+            metric = str(violation.get("quotaMetric", "")) + str(violation.get("quotaId", ""))
+            kind = "tokens" if "token" in metric.lower() else "requests"
+            try:
+                return kind, int(str(violation.get("quotaValue", "")))
+            except ValueError:
+                return kind, None
+    return None, None
 
 
 def _error_reasons(details: Any) -> set[str]:
