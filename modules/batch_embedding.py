@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+import numpy as np
+
 from modules.embedders import EmbedRequest, make_embedder
 from modules.embedders.base import Embedder, Vectors
 from modules.errors import (
@@ -35,6 +37,7 @@ from modules.errors import (
     TransientEmbeddingError,
     UnknownDocumentError,
 )
+from modules.knowledge.chunking import normalize_text
 from modules.pacing import Pacer, Send
 from modules.recovery import RetryPolicy, call_with_retries
 from modules.reporting import RunStats, configure_logging, log_final_statistics, logging_configured
@@ -54,6 +57,7 @@ class _Item:
     chunk: Chunk
     text: str
     tokens: int
+    cache_key: str | None = None
 
     @property
     def content_hash(self) -> str:
@@ -196,8 +200,17 @@ class BatchEmbeddingGenerator:
                 text = truncate_to_tokens(text, limit, self.embedder.estimate_tokens)
                 log.warning("✂️ チャンク %s は約%dトークンのため%dトークンに切り詰めます", chunk.id, tokens, limit)
                 tokens = self.embedder.estimate_tokens(text)
-            ready.append(_Item(chunk, text, tokens))
+            ready.append(_Item(chunk, text, tokens, self.cache_key(chunk, text)))
         return ready, rejected
+
+    def cache_key(self, chunk: Chunk, text: str) -> str | None:
+        """Identical text (normalized) under the same model, dimension, task type and title shares one
+        vector. None when the cache is off."""
+        if not self.settings.cache:
+            return None
+        title = (chunk.title or "") if self.settings.use_title else ""
+        parts = (self.embedder.model_id, self.settings.task_type, title, normalize_text(text))
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
     async def embed_items(self, items: Sequence[_Item], pacer: Pacer, stats: RunStats) -> Vectors:
         requests = [EmbedRequest(i.text, i.chunk.title) for i in items]
@@ -327,7 +340,23 @@ class _Run:
         if rejected:
             await self._record_failures(rejected)
         if items:
+            items = await self._reuse_cached(items)
+        if items:
             await self._embed_group(items)
+
+    async def _reuse_cached(self, items: Sequence[_Item]) -> list[_Item]:
+        """Write vectors already made for identical text; return the items still to embed."""
+        keys = [i.cache_key for i in items if i.cache_key]
+        if not keys:
+            return list(items)
+        cached = await self.g.store.cached_vectors(keys)
+        hits = [i for i in items if i.cache_key in cached]
+        if hits:
+            vectors = np.vstack([cached[i.cache_key] for i in hits if i.cache_key])
+            written = await self._write(hits, vectors, cache=False)
+            self.stats.cache_hits += written
+            log.info("♻️ キャッシュ再利用: %dチャンク (API呼び出しなし)", written)
+        return [i for i in items if i.cache_key not in cached]
 
     async def _embed_group(self, items: Sequence[_Item]) -> None:
         """Embed a group; if it can't be, re-run it in smaller groups (10 → 5 → 1) so that one bad
@@ -356,8 +385,11 @@ class _Run:
             raise RunAborted(str(exc)) from None
         await self._write(items, vectors)
 
-    async def _write(self, items: Sequence[_Item], vectors: Vectors) -> None:
-        results = [Completed(i.chunk.id, vectors[n], i.content_hash) for n, i in enumerate(items)]
+    async def _write(self, items: Sequence[_Item], vectors: Vectors, *, cache: bool = True) -> int:
+        results = [
+            Completed(i.chunk.id, vectors[n], i.content_hash, i.cache_key if cache else None)
+            for n, i in enumerate(items)
+        ]
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
                 # Shielded so that a Ctrl-C arriving mid-write still lets the one statement finish.
@@ -377,6 +409,7 @@ class _Run:
                 await asyncio.sleep(delay)
         self.stats.embedded += written
         self.stats.skipped += len(items) - written
+        return written
 
     async def _record_failures(self, failures: Sequence[Failure]) -> None:
         for attempt in range(1, _WRITE_ATTEMPTS + 1):

@@ -80,11 +80,17 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     status = await store.status(args.doc_id)
     documents = await store.status_by_document() if args.by_document else None
     errors = await store.recent_errors() if args.errors else None
+    cache = await store.cache_stats()
     if args.json:
-        extra = {"model": generator.embedder.model_id, "dimensions": generator.settings.dimensions}
+        extra = {
+            "model": generator.embedder.model_id,
+            "dimensions": generator.settings.dimensions,
+            "cache_entries": cache.entries,
+            "cache_hits": cache.hits,
+        }
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
-        print(format_status(status, documents=documents, errors=errors))
+        print(format_status(status, documents=documents, errors=errors, cache=cache))
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ class RunStats:
     api_calls: int = 0
     tokens_sent: int = 0
     rate_limited: int = 0
+    cache_hits: int = 0  # chunks whose vector came from the cache: no API call
     batches: int = 0
     splits: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -77,6 +78,8 @@ def log_final_statistics(stats: RunStats) -> None:
     log.info("📈 成功率: %.1f%%", stats.success_rate)
     log.info("⏱️ 処理時間: %.1f秒 | ⚡ 処理速度: %.1f チャンク/秒", stats.elapsed, stats.chunks_per_second)
     log.info("🌐 API呼び出し: %d回 | 送信トークン (推定): %d", stats.api_calls, stats.tokens_sent)
+    if stats.cache_hits:
+        log.info("♻️ キャッシュ再利用: %dチャンク (APIを呼ばずに完了)", stats.cache_hits)
     if stats.aborted:
         log.error("🛑 処理を中断しました: %s", stats.aborted)
 

@@ -107,6 +107,7 @@ class Settings:
     request_timeout: float = 60.0
     max_input_tokens: int = 2048
     overlong: OverlongPolicy = "truncate"
+    cache: bool = True
 
     log_file: Path = PROJECT_ROOT / "batch_embedding.log"
     upload_max_bytes: int = 20_000_000
@@ -306,6 +307,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         if read.choice("EMBEDDING_OVERLONG", "truncate", ("truncate", "fail")) == "fail"
         else "truncate",
         log_file=Path(read.text("EMBEDDING_LOG_FILE") or PROJECT_ROOT / "batch_embedding.log"),
+        cache=read.boolean("EMBEDDING_CACHE", True),
         upload_max_bytes=read.integer("UPLOAD_MAX_BYTES", 20_000_000, 1, 1_000_000_000),
         chunk_target_chars=chunk_target,
         chunk_overlap_chars=chunk_overlap,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modules.reporting import RunStats
-from modules.stores.base import DocumentStatus, ErrorGroup, QueueStatus
+from modules.stores.base import CacheStats, DocumentStatus, ErrorGroup, QueueStatus
 
 
 def status_dict(
@@ -52,6 +52,7 @@ def format_status(
     *,
     documents: list[DocumentStatus] | None = None,
     errors: list[ErrorGroup] | None = None,
+    cache: CacheStats | None = None,
     header: str = "📊 エンベディング処理状況",
 ) -> str:
     lines = [
@@ -64,6 +65,10 @@ def format_status(
     ]
     if status.stale_leases:
         lines.append(f"  ⚠️ 期限切れリース : {status.stale_leases:,} (停止したワーカーの分。次の実行で再処理されます)")
+    if cache is not None and cache.entries:
+        lines.append(
+            f"  ♻️ キャッシュ       : {cache.entries:,}件 (再利用 {cache.hits:,}回 = その分のAPI呼び出しを節約)"
+        )
     if status.failed:
         lines.append("  💡 失敗分の再処理: python batch_embedding_processor.py --retry-only")
     if documents:

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from docx import Document
 
+from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import KnowledgeService, create_app, knowledge_lifespan
 from modules.settings import Settings
-from tests.conftest import fetch_all
+from tests.conftest import TEST_API_KEY, fetch_all
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -155,3 +156,52 @@ async def test_search_finds_the_chunk_that_holds_the_query_words(
     assert results[0]["name"] == "社内FAQ_経費精算.md"
     assert "締め日" in results[0]["content"]
     assert results[0]["similarity"] >= results[1]["similarity"] >= results[2]["similarity"]
+
+
+@pytest.fixture
+async def gemini_api(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator]]:
+    async with GeminiSimulator(SimulatorConfig()) as simulator:
+        settings = make_settings(
+            AUTO_GENERATE_EMBEDDINGS="true",
+            EMBEDDING_PROVIDER="gemini",
+            GOOGLE_API_KEY=TEST_API_KEY,
+            GOOGLE_GEMINI_BASE_URL=simulator.base_url,
+        )
+        app = create_app(settings)
+        async with knowledge_lifespan(app, settings):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client, app.state.knowledge, simulator
+
+
+async def test_the_cache_makes_a_reupload_free_and_an_edit_cheap(
+    gemini_api: tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator],
+) -> None:
+    client, service, simulator = gemini_api
+    paths = [p for p in sorted(SAMPLES.iterdir()) if p.name != "README.md"]
+    for path in paths:
+        assert (await upload(client, path.name, path.read_bytes())).status_code == 202
+    await service.wait_for_background()
+    first_calls = simulator.stats.successful_calls
+    assert first_calls >= len(paths)
+
+    # The same documents again: every chunk comes from the cache, no API call at all.
+    for path in paths:
+        assert (await upload(client, path.name, path.read_bytes())).status_code == 202
+    await service.wait_for_background()
+    assert simulator.stats.successful_calls == first_calls
+    listing = (await client.get("/knowledge/documents")).json()
+    assert len(listing) == 2 * len(paths) and all(d["embedded"] == d["chunks"] for d in listing)
+
+    # One paragraph edited: only the chunk holding it is sent.
+    faq = next(p for p in paths if "経費精算" in p.name)
+    text = faq.read_text(encoding="utf-8")
+    edited = text.replace("締め日", "締切日", 1)
+    assert edited != text
+    texts_before = simulator.stats.texts_embedded
+    response = await upload(client, faq.name, edited.encode())
+    await service.wait_for_background()
+    assert simulator.stats.texts_embedded - texts_before == 1
+    assert service.generator.stats.cache_hits == response.json()["chunks"] - 1

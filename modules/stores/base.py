@@ -38,6 +38,7 @@ class Completed:
     chunk_id: str
     vector: npt.NDArray[np.float32]
     content_hash: str  # sha256 of the text that was embedded; the write is skipped if the chunk changed since
+    cache_key: str | None = None  # where the vector is cached for identical text (None: not cached)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class QueueStatus:
     @property
     def percent_embedded(self) -> float:
         return 100.0 * self.embedded / self.total if self.total else 100.0
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    entries: int
+    hits: int
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,12 @@ class ChunkStore(Protocol):
     async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
         """Record each chunk's own failure (attempts + 1, reason, time) and release it."""
         ...
+
+    async def cached_vectors(self, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """Vectors already made for these cache keys (identical text, model, dimension, task, title)."""
+        ...
+
+    async def cache_stats(self) -> CacheStats: ...
 
     async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
         """Give chunks back untouched (shutdown, quota): no attempt is charged."""

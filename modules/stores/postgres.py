@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from modules.errors import StoreError, StoreUnavailableError
 from modules.settings import TableNames
 from modules.stores.base import (
+    CacheStats,
     Chunk,
     ClaimFilter,
     ColumnInfo,
@@ -157,9 +158,20 @@ class PostgresStore:
                 "ids": [r.chunk_id for r in results],
                 "vectors": [np.asarray(r.vector, dtype=np.float32) for r in results],
                 "hashes": [r.content_hash for r in results],
+                "cache_keys": [r.cache_key for r in results],
             },
         )
         return int(rows[0][0])
+
+    async def cached_vectors(self, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        if not keys:
+            return {}
+        rows = await self._fetch("cache_lookup", {"keys": list(keys)})
+        return {str(r[0]): np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows}
+
+    async def cache_stats(self) -> CacheStats:
+        row = (await self._fetch("cache_stats", {}))[0]
+        return CacheStats(int(row[0]), int(row[1]))
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
         if failures:

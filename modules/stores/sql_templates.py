@@ -56,6 +56,7 @@ class SqlContext:
             "chunks": f"{schema}.{quote_identifier(t.chunks)}",
             "chunks_regclass": f"{schema}.{quote_identifier(t.chunks)}",
             "documents": f"{schema}.{quote_identifier(t.documents)}",
+            "cache": f"{schema}.{quote_identifier(t.chunks[:40] + '_embedding_cache')}",
             "content": quote_identifier(t.content_column),
             "embedding": quote_identifier(t.embedding_column),
             "embedding_name": t.embedding_column,

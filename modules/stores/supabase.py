@@ -36,6 +36,7 @@ from tenacity.wait import wait_exponential_jitter
 from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
 from modules.settings import Secret, TableNames
 from modules.stores.base import (
+    CacheStats,
     Chunk,
     ClaimFilter,
     ColumnInfo,
@@ -79,6 +80,13 @@ def vector_text(vector: npt.NDArray[np.float32]) -> str:
     if not np.all(np.isfinite(values)):
         raise ValueError("a vector holds NaN or infinity, which pgvector does not store")
     return "[" + ",".join(values.astype(str)) + "]"
+
+
+def parse_vector(value: object) -> npt.NDArray[np.float32]:
+    """A vector as PostgREST returns it: pgvector's text form "[1,2,3]" (or already a JSON list)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return np.asarray(value, dtype=np.float32)
 
 
 def key_role(key: str) -> str | None:
@@ -358,9 +366,21 @@ class SupabaseStore:
                 "p_ids": [r.chunk_id for r in results],
                 "p_vectors": [vector_text(r.vector) for r in results],
                 "p_hashes": [r.content_hash for r in results],
+                "p_cache_keys": [r.cache_key for r in results],
             },
         )
         return int(written)
+
+    async def cached_vectors(self, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        if not keys:
+            return {}
+        rows = await self._rpc("embq_cache_lookup", {"p_keys": list(keys)})
+        return {str(r["cache_key"]): parse_vector(r["embedding"]) for r in rows or []}
+
+    async def cache_stats(self) -> CacheStats:
+        rows = await self._rpc("embq_cache_stats", {})
+        row = rows[0] if isinstance(rows, list) else rows
+        return CacheStats(int(row["entries"]), int(row["hits"]))
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
         if failures:

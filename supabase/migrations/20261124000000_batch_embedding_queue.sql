@@ -64,6 +64,16 @@ CREATE INDEX IF NOT EXISTS "chunks_embq_failed_idx" ON "public"."chunks" (doc_id
     WHERE "embedding" IS NULL AND embedding_failed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS "chunks_embq_doc_idx" ON "public"."chunks" (doc_id);
 
+-- The embedding cache: identical text (normalized), under the same model, dimension, task type and
+-- title, is embedded once, ever. Keyed by a sha256 computed by the client (see batch_embedding.py).
+CREATE TABLE IF NOT EXISTS "public"."chunks_embedding_cache" (
+    cache_key   text PRIMARY KEY,
+    model       text NOT NULL,
+    embedding   vector NOT NULL,
+    hits        bigint NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- ==== queue.sql, typed when applied to the id columns own types ==================================
 
 DO $migration$
@@ -162,13 +172,15 @@ $$;
 
 -- Store vectors and mark the chunks done, in one statement (one transaction, one round trip per
 -- batch). A chunk whose text changed since it was claimed is skipped: its vector would be stale.
+-- The same statement fills the cache, so a vector is cached only if it was stored.
 CREATE OR REPLACE FUNCTION "public".embq_complete(
-    p_worker text, p_model text, p_ids text[], p_vectors vector[], p_hashes text[])
+    p_worker text, p_model text, p_ids text[], p_vectors vector[], p_hashes text[],
+    p_cache_keys text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql VOLATILE
 SET search_path = public, extensions
 AS $$
-    WITH r AS (SELECT * FROM unnest(p_ids, p_vectors, p_hashes) AS r(id, vec, hash)),
+    WITH r AS (SELECT * FROM unnest(p_ids, p_vectors, p_hashes) WITH ORDINALITY AS r(id, vec, hash, n)),
     written AS (
         UPDATE "public"."chunks" c
         SET "embedding" = r.vec,
@@ -182,8 +194,32 @@ AS $$
         FROM r
         WHERE c.id = r.id::{{id_type}}
           AND encode(sha256(convert_to(c."content", 'UTF8')), 'hex') = r.hash
-        RETURNING 1)
+        RETURNING r.n, r.vec),
+    cached AS (
+        INSERT INTO "public"."chunks_embedding_cache" (cache_key, model, embedding)
+        SELECT p_cache_keys[w.n], p_model, w.vec FROM written w
+        WHERE p_cache_keys IS NOT NULL AND p_cache_keys[w.n] IS NOT NULL
+        ON CONFLICT (cache_key) DO NOTHING)
     SELECT count(*)::integer FROM written;
+$$;
+
+-- Vectors already made for these cache keys (counted as hits).
+CREATE OR REPLACE FUNCTION "public".embq_cache_lookup(p_keys text[])
+RETURNS TABLE (cache_key text, embedding vector)
+LANGUAGE sql VOLATILE
+SET search_path = public, extensions
+AS $$
+    UPDATE "public"."chunks_embedding_cache" k SET hits = k.hits + 1
+    WHERE k.cache_key = ANY (p_keys)
+    RETURNING k.cache_key, k.embedding;
+$$;
+
+CREATE OR REPLACE FUNCTION "public".embq_cache_stats()
+RETURNS TABLE (entries bigint, hits bigint)
+LANGUAGE sql STABLE
+SET search_path = public, extensions
+AS $$
+    SELECT count(*), coalesce(sum(k.hits), 0)::bigint FROM "public"."chunks_embedding_cache" k;
 $$;
 
 -- Record each chunk's own failure: one more attempt, the reason, the time; and release it.
@@ -558,8 +594,14 @@ BEGIN
         -- The functions run with the caller's rights: service_role needs the tables (Supabase grants
         -- these already; a plain PostgreSQL may not).
         GRANT USAGE ON SCHEMA "public" TO service_role;
-        GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."chunks", "public"."document_sources" TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."chunks", "public"."document_sources", "public"."chunks_embedding_cache" TO service_role;
     END IF;
+    -- The cache is the queue's own table: not for the public API roles at all.
+    FOREACH role_name IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+            EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '"public"."chunks_embedding_cache"', role_name);
+        END IF;
+    END LOOP;
 END
 $grants$;
 

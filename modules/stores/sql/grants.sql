@@ -26,7 +26,13 @@ BEGIN
         -- The functions run with the caller's rights: service_role needs the tables (Supabase grants
         -- these already; a plain PostgreSQL may not).
         GRANT USAGE ON SCHEMA {{schema}} TO service_role;
-        GRANT SELECT, INSERT, UPDATE, DELETE ON {{chunks}}, {{documents}} TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON {{chunks}}, {{documents}}, {{cache}} TO service_role;
     END IF;
+    -- The cache is the queue's own table: not for the public API roles at all.
+    FOREACH role_name IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+            EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{cache}}', role_name);
+        END IF;
+    END LOOP;
 END
 $grants$;

@@ -12,7 +12,15 @@ FROM {{schema}}.embq_claim(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %
 
 -- name: complete --
 -- Store a batch of vectors and mark the chunks done.
-SELECT {{schema}}.embq_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)s::vector[], %(hashes)s);
+SELECT {{schema}}.embq_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)s::vector[], %(hashes)s, %(cache_keys)s);
+
+-- name: cache_lookup --
+-- Cached vectors for these keys.
+SELECT cache_key, embedding FROM {{schema}}.embq_cache_lookup(%(keys)s);
+
+-- name: cache_stats --
+-- How big the cache is and how often it saved an embedding.
+SELECT entries, hits FROM {{schema}}.embq_cache_stats();
 
 -- name: fail --
 -- Record chunks' own failures.

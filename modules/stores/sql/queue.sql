@@ -79,13 +79,15 @@ $$;
 
 -- Store vectors and mark the chunks done, in one statement (one transaction, one round trip per
 -- batch). A chunk whose text changed since it was claimed is skipped: its vector would be stale.
+-- The same statement fills the cache, so a vector is cached only if it was stored.
 CREATE OR REPLACE FUNCTION {{schema}}.embq_complete(
-    p_worker text, p_model text, p_ids text[], p_vectors vector[], p_hashes text[])
+    p_worker text, p_model text, p_ids text[], p_vectors vector[], p_hashes text[],
+    p_cache_keys text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql VOLATILE
 SET search_path = {{search_path}}
 AS $$
-    WITH r AS (SELECT * FROM unnest(p_ids, p_vectors, p_hashes) AS r(id, vec, hash)),
+    WITH r AS (SELECT * FROM unnest(p_ids, p_vectors, p_hashes) WITH ORDINALITY AS r(id, vec, hash, n)),
     written AS (
         UPDATE {{chunks}} c
         SET {{embedding}} = r.vec,
@@ -99,8 +101,32 @@ AS $$
         FROM r
         WHERE c.id = r.id::{{id_type}}
           AND encode(sha256(convert_to(c.{{content}}, 'UTF8')), 'hex') = r.hash
-        RETURNING 1)
+        RETURNING r.n, r.vec),
+    cached AS (
+        INSERT INTO {{cache}} (cache_key, model, embedding)
+        SELECT p_cache_keys[w.n], p_model, w.vec FROM written w
+        WHERE p_cache_keys IS NOT NULL AND p_cache_keys[w.n] IS NOT NULL
+        ON CONFLICT (cache_key) DO NOTHING)
     SELECT count(*)::integer FROM written;
+$$;
+
+-- Vectors already made for these cache keys (counted as hits).
+CREATE OR REPLACE FUNCTION {{schema}}.embq_cache_lookup(p_keys text[])
+RETURNS TABLE (cache_key text, embedding vector)
+LANGUAGE sql VOLATILE
+SET search_path = {{search_path}}
+AS $$
+    UPDATE {{cache}} k SET hits = k.hits + 1
+    WHERE k.cache_key = ANY (p_keys)
+    RETURNING k.cache_key, k.embedding;
+$$;
+
+CREATE OR REPLACE FUNCTION {{schema}}.embq_cache_stats()
+RETURNS TABLE (entries bigint, hits bigint)
+LANGUAGE sql STABLE
+SET search_path = {{search_path}}
+AS $$
+    SELECT count(*), coalesce(sum(k.hits), 0)::bigint FROM {{cache}} k;
 $$;
 
 -- Record each chunk's own failure: one more attempt, the reason, the time; and release it.

@@ -48,3 +48,13 @@ CREATE INDEX IF NOT EXISTS {{index_pending}} ON {{chunks}} (doc_id, chunk_index)
 CREATE INDEX IF NOT EXISTS {{index_failed}} ON {{chunks}} (doc_id, chunk_index)
     WHERE {{embedding}} IS NULL AND embedding_failed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {{index_doc}} ON {{chunks}} (doc_id);
+
+-- The embedding cache: identical text (normalized), under the same model, dimension, task type and
+-- title, is embedded once, ever. Keyed by a sha256 computed by the client (see batch_embedding.py).
+CREATE TABLE IF NOT EXISTS {{cache}} (
+    cache_key   text PRIMARY KEY,
+    model       text NOT NULL,
+    embedding   vector NOT NULL,
+    hits        bigint NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
