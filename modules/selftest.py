@@ -149,7 +149,8 @@ class SelfTest:
                         "データベース接続",
                         False,
                         _describe(exc),
-                        "DATABASE_URL に Supabase の接続文字列 (Project Settings → Database) を設定してください",
+                        "SUPABASE_URL はプロジェクトのURL、SUPABASE_KEY は service_role キーです。"
+                        "関数が見つからない場合は supabase/migrations/ のマイグレーションを適用してください",
                     )
                 )
                 self.record(CheckResult(schema, None, "データベースに接続できないため確認できません"))
