@@ -19,9 +19,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 import numpy as np
 
@@ -47,7 +48,8 @@ from modules.stores.base import Chunk, ChunkStore, ClaimFilter, ClaimMode, Compl
 
 log = logging.getLogger("batch_embedding")
 
-_WRITE_ATTEMPTS = 6  # a database restart takes seconds; keep computed vectors and try again meanwhile
+T = TypeVar("T")
+_DB_ATTEMPTS = 6  # 1 + 2 + 4 + 8 + 10 s: long enough for a database restart
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,6 @@ class _Run:
             self.remaining += unused
 
     async def _lane(self) -> None:
-        store = self.g.store
         while self.abort is None:
             async with self.pacer.limiter.hold():
                 if self.abort is not None:
@@ -290,7 +291,12 @@ class _Run:
                 want = self._take_budget()
                 if want <= 0:
                     return
-                chunks = await store.claim(self.g.worker, want, self.g.settings.lease_seconds, self.where)
+                try:
+                    chunks = await self._claim(want)
+                except StoreUnavailableError as exc:
+                    self._return_budget(want)
+                    self._abort(exc)
+                    return
                 self._return_budget(want - len(chunks))
                 if not chunks:
                     return
@@ -305,13 +311,13 @@ class _Run:
                 )
                 try:
                     await self._process(chunks)
-                except asyncio.CancelledError:
-                    await self._release_unfinished(chunks)
-                    raise
                 except (RunAborted, ProviderConfigError, StoreUnavailableError) as exc:
                     await self._release_unfinished(chunks)
                     self._abort(exc)
                     return
+                except BaseException:  # Ctrl-C, SIGTERM, or a bug: give the batch back, then stop
+                    await self._release_unfinished(chunks)
+                    raise
                 self.stats.batches += 1
                 log.info(
                     "📊 バッチ進捗: %d/%d | 成功: %d | 失敗: %d | 経過時間: %.1f秒",
@@ -321,6 +327,12 @@ class _Run:
                     self.stats.failed,
                     self.stats.elapsed,
                 )
+
+    async def _claim(self, want: int) -> list[Chunk]:
+        settings = self.g.settings
+        return await _with_db_retries(
+            "チャンクの取得", lambda: self.g.store.claim(self.g.worker, want, settings.lease_seconds, self.where)
+        )
 
     def _abort(self, exc: BaseException) -> None:
         if self.abort is None:
@@ -390,39 +402,37 @@ class _Run:
             Completed(i.chunk.id, vectors[n], i.content_hash, i.cache_key if cache else None)
             for n, i in enumerate(items)
         ]
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                # Shielded so that a Ctrl-C arriving mid-write still lets the one statement finish.
-                written = await asyncio.shield(self.g.store.complete(self.g.worker, self.g.embedder.model_id, results))
-                break
-            except StoreUnavailableError as exc:
-                if attempt == _WRITE_ATTEMPTS:
-                    raise
-                delay = min(10.0, 0.5 * 2**attempt)
-                log.warning(
-                    "🗄️ 書き込みに失敗しました。%.1f秒後に再試行します (%d/%d): %s",
-                    delay,
-                    attempt,
-                    _WRITE_ATTEMPTS,
-                    exc,
-                )
-                await asyncio.sleep(delay)
+        # Shielded so that a Ctrl-C arriving mid-write still lets the one statement finish.
+        written = await _with_db_retries(
+            "書き込み",
+            lambda: asyncio.shield(self.g.store.complete(self.g.worker, self.g.embedder.model_id, results)),
+        )
         self.stats.embedded += written
         self.stats.skipped += len(items) - written
         return written
 
     async def _record_failures(self, failures: Sequence[Failure]) -> None:
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                await asyncio.shield(self.g.store.fail(self.g.worker, failures))
-                break
-            except StoreUnavailableError:
-                if attempt == _WRITE_ATTEMPTS:
-                    raise
-                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        await _with_db_retries("失敗の記録", lambda: asyncio.shield(self.g.store.fail(self.g.worker, failures)))
         self.stats.failed += len(failures)
         for failure in failures:
             log.error("❌ チャンク %s: %s", failure.chunk_id, failure.error)
+
+
+async def _with_db_retries(what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a database operation, giving a restarting database a few seconds to come back. Computed
+    vectors stay in memory meanwhile; nothing is marked done until the write is confirmed."""
+    for attempt in range(1, _DB_ATTEMPTS + 1):
+        try:
+            return await operation()
+        except StoreUnavailableError as exc:
+            if attempt == _DB_ATTEMPTS:
+                raise
+            delay = min(10.0, 0.5 * 2**attempt)
+            log.warning(
+                "🗄️ %sに失敗しました。%.1f秒後に再試行します (%d/%d): %s", what, delay, attempt, _DB_ATTEMPTS, exc
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def truncate_to_tokens(text: str, limit: int, estimate: Callable[[str], int]) -> str:
