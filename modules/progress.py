@@ -40,6 +40,18 @@ def render_bar(stats: RunStats, width: int = 30) -> str:
     )
 
 
+class _ClearBarBeforeLogLines(logging.Filter):
+    """A log line printed over the bar would share its line: wipe the bar first (it is redrawn)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.stream.write("\r\x1b[2K")
+        return True
+
+
 @contextlib.asynccontextmanager
 async def show_progress(
     stats_source: object, *, stream: TextIO | None = None, interval: float | None = None
@@ -59,10 +71,16 @@ async def show_progress(
             elif stats.total:
                 log.info("⏳ 進捗: %s", render_bar(stats, width=20))
 
+    clear_line = _ClearBarBeforeLogLines(out)
+    console = [h for h in log.handlers if isinstance(h, logging.StreamHandler) and h.stream is out] if live else []
+    for handler in console:
+        handler.addFilter(clear_line)
     task = asyncio.create_task(draw())
     try:
         yield
     finally:
+        for handler in console:
+            handler.removeFilter(clear_line)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
