@@ -80,6 +80,12 @@ def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\n⏹️ 中断しました。処理中のバッチは書き込み済みか、未処理に戻してあります。", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        # A bug or an error nobody foresaw: the traceback goes to the log file (scrubbed of secrets
+        # like every log line), the console gets one line. Library texts may carry secrets, hence scrub.
+        log.exception("予期しないエラー")
+        fail(f"予期しないエラー: {type(exc).__name__}: {exc} (詳細は batch_embedding.log)", secrets())
+        return EXIT_FAILED
 
 
 def safe_secrets() -> list[str]:
