@@ -17,7 +17,7 @@ from modules.errors import (
     StoreError,
     UnknownDocumentError,
 )
-from modules.reporting import configure_logging, scrub
+from modules.reporting import configure_logging, log_exception_to_file, scrub
 from modules.settings import Settings, SettingsError, load_settings
 
 EXIT_OK = 0  # every selected chunk ended embedded
@@ -83,7 +83,7 @@ def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]
     except Exception as exc:
         # A bug or an error nobody foresaw: the traceback goes to the log file (scrubbed of secrets
         # like every log line), the console gets one line. Library texts may carry secrets, hence scrub.
-        log.exception("予期しないエラー")
+        log_exception_to_file("予期しないエラー")
         fail(f"予期しないエラー: {type(exc).__name__}: {exc} (詳細は batch_embedding.log)", secrets())
         return EXIT_FAILED
 

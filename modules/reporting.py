@@ -143,3 +143,11 @@ def configure_logging(log_file: Path | None, secrets: list[str], *, level: int =
 
 def logging_configured() -> bool:
     return any(getattr(h, "_batch_embedding", False) for h in log.handlers)
+
+
+def log_exception_to_file(message: str) -> None:
+    """Record the current exception's traceback in the log file only (the console gets one line)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, sys.exc_info())
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
