@@ -147,7 +147,7 @@ def logging_configured() -> bool:
 
 def log_exception_to_file(message: str) -> None:
     """Record the current exception's traceback in the log file only (the console gets one line)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, sys.exc_info())
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), sys.exc_info())
     for handler in log.handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
