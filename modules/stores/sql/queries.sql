@@ -12,7 +12,7 @@ FROM {{schema}}.embq_claim(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %
 
 -- name: complete --
 -- Store a batch of vectors and mark the chunks done.
-SELECT {{schema}}.embq_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)s::vector[], %(hashes)s, %(cache_keys)s);
+SELECT {{schema}}.embq_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)b, %(hashes)s, %(cache_keys)s);
 
 -- name: cache_lookup --
 -- Cached vectors for these keys.
@@ -78,4 +78,4 @@ SELECT {{schema}}.embq_delete_document(%(doc_id)s);
 
 -- name: search --
 -- Nearest chunks to a query vector.
-SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.embq_search(%(query)s, %(limit)s);
+SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.embq_search(%(query)b, %(limit)s);
