@@ -340,10 +340,10 @@ class _Run:
             self.stats.aborted = str(exc)
 
     async def _release_unfinished(self, chunks: Sequence[Chunk]) -> None:
-        # Shielded: a Ctrl-C must not stop us giving the chunks back. Rows already written or
-        # recorded failed are no longer leased to us, so releasing them is a no-op.
+        # A Ctrl-C (even a second one) must not stop us giving the chunks back. Rows already written
+        # or recorded failed are no longer leased to us, so releasing them is a no-op.
         try:
-            await asyncio.shield(self.g.store.release(self.g.worker, [c.id for c in chunks]))
+            await finish_despite_cancel(self.g.store.release(self.g.worker, [c.id for c in chunks]))
         except Exception as exc:  # the database may be the thing that failed; leases expire anyway
             log.warning("リース解放に失敗しました (期限切れで自動的に戻ります): %s", exc)
 
@@ -402,20 +402,43 @@ class _Run:
             Completed(i.chunk.id, vectors[n], i.content_hash, i.cache_key if cache else None)
             for n, i in enumerate(items)
         ]
-        # Shielded so that a Ctrl-C arriving mid-write still lets the one statement finish.
+        # A Ctrl-C arriving mid-write lets the one statement finish: computed vectors are kept.
         written = await _with_db_retries(
             "書き込み",
-            lambda: asyncio.shield(self.g.store.complete(self.g.worker, self.g.embedder.model_id, results)),
+            lambda: finish_despite_cancel(self.g.store.complete(self.g.worker, self.g.embedder.model_id, results)),
         )
         self.stats.embedded += written
         self.stats.skipped += len(items) - written
         return written
 
     async def _record_failures(self, failures: Sequence[Failure]) -> None:
-        await _with_db_retries("失敗の記録", lambda: asyncio.shield(self.g.store.fail(self.g.worker, failures)))
+        await _with_db_retries("失敗の記録", lambda: finish_despite_cancel(self.g.store.fail(self.g.worker, failures)))
         self.stats.failed += len(failures)
         for failure in failures:
             log.error("❌ チャンク %s: %s", failure.chunk_id, failure.error)
+
+
+async def finish_despite_cancel(operation: Awaitable[T], limit_seconds: float = 15.0) -> T:
+    """Run a short database statement to its end even if this task is cancelled meanwhile (Ctrl-C,
+    SIGTERM, a sibling's failure) — once or repeatedly — then re-raise the cancellation. Bounded by
+    `limit_seconds`, so a dead database can't hold a shutdown forever (its leases expire instead)."""
+    task = asyncio.ensure_future(operation)
+    cancelled = False
+    deadline = asyncio.get_running_loop().time() + limit_seconds
+    while not task.done():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            task.cancel()
+            break
+        try:
+            await asyncio.wait({task}, timeout=left)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("中断中の書き込みに失敗しました: %s", task.exception())
+        raise asyncio.CancelledError
+    return await task
 
 
 async def _with_db_retries(what: str, operation: Callable[[], Awaitable[T]]) -> T:

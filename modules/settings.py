@@ -139,11 +139,10 @@ SECRET_FIELDS = frozenset({"google_api_key", "database_url", "supabase_key"})
 
 
 def _password_in_url(url: str) -> list[str]:
-    match = re.match(r"^[a-z0-9+.-]+://[^:/@]*:([^@]+)@", url, re.IGNORECASE)
-    if match:
-        return [match.group(1)]
-    match = re.search(r"(?:^|\s)password=(\S+)", url)
-    return [match.group(1)] if match else []
+    """Passwords a connection string may carry: user:password@host, ?password=..., password=... ."""
+    found = re.findall(r"^[a-z0-9+.-]+://[^:/@]*:([^@]+)@", url, re.IGNORECASE)
+    found += re.findall(r"(?:^|[?&\s])password=([^&\s]+)", url, re.IGNORECASE)
+    return found
 
 
 class _Reader:
@@ -236,6 +235,10 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     read = _Reader(env)
 
     api_key = read.text("GOOGLE_API_KEY") or read.text("GEMINI_API_KEY")
+    if api_key and not re.fullmatch(r"[\x21-\x7e]+", api_key):
+        # The key travels in an HTTP header; never echo it, not even in this message.
+        name = "GOOGLE_API_KEY" if read.text("GOOGLE_API_KEY") else "GEMINI_API_KEY"
+        raise SettingsError(name, "holds a space, line break or non-ASCII character; copy the key again")
     provider = read.choice("EMBEDDING_PROVIDER", "gemini" if api_key else "local", ("gemini", "local"))
     if provider == "gemini" and not api_key:
         raise SettingsError(

@@ -90,11 +90,6 @@ async def test_overlong_english_text_is_truncated_to_the_limit(
     assert after[long_text].content_hash == hashlib.sha256(long_text.encode()).hexdigest()  # the stored text's hash
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: modules/embedders/base.py estimate_tokens counts CJK punctuation (U+3000-U+303F: 、。「」) and "
-    "ideographs outside the BMP as 1/4 token, so Japanese text over 2,048 tokens is sent untruncated",
-)
 async def test_overlong_japanese_text_is_truncated_to_the_limit(
     database_url: str, base_env: dict[str, str], sim: GeminiSimulator
 ) -> None:

@@ -91,12 +91,6 @@ def test_no_secret_in_any_output_of_failing_runs(
     assert secrets_found([r.error or "" for r in rows(database_url)], [CHAOS_API_KEY, PASSWORD]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: modules/settings.py _password_in_url finds a password only in user:password@ (or at the start of "
-    "a key=value string), not in the URL's query (?password= / &password=), so it is not scrubbed when a "
-    "library error quotes it (libpq quotes a malformed %-escape)",
-)
 def test_a_password_in_the_url_query_is_never_printed(
     database_url: str, base_env: dict[str, str], sim: GeminiSimulator
 ) -> None:
@@ -109,13 +103,6 @@ def test_a_password_in_the_url_query_is_never_printed(
     assert secrets_found(out.all(), [secret]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an API key that is not a valid HTTP header value is not refused at start. With a newline, httpx "
-    "raises LocalProtocolError quoting the key as a bytes repr (escaped, so SecretFilter misses it); gemini.py "
-    "calls it transient, so every chunk is recorded failed with the key in embedding_error and the log. With a "
-    "non-ASCII character, UnicodeEncodeError escapes as an 'unforeseen error' (exit 1)",
-)
 @pytest.mark.parametrize(
     "bad_key",
     ["chaos-key-0a1b2c3d\nsecond-line-sekrit", "chaos-key-0a1b2c3d\uff21full-width-sekrit"],

@@ -164,11 +164,6 @@ async def test_sigint_and_sigterm_stop_promptly_and_never_half_write(
     assert all(r.embedded for r in final) and wrong_vectors(final) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Run.execute re-cancels lanes that are inside their shielded release, and the process "
-    "exits before the release runs: Ctrl-C leaves the batches in flight leased for EMBEDDING_LEASE_SECONDS",
-)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_sigint_and_sigterm_release_the_batches_in_flight(
     database_url: str, base_env: dict[str, str], sim: GeminiSimulator, tmp_path: Path, sig: signal.Signals

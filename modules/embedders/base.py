@@ -10,8 +10,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-# Kana, CJK ideographs, Hangul and full-width forms: about one token each.
-_WIDE_CHARS = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+# Everything outside ASCII (kana, kanji in and beyond the BMP, CJK punctuation, hangul, emoji,
+# accented letters, other scripts) counts one token per character: never less than Gemini counts.
+_WIDE_CHARS = re.compile("[^\x00-\x7f]")
 
 Vectors = npt.NDArray[np.float32]  # shape (n_texts, dimensions), rows L2-normalized
 
@@ -67,9 +68,10 @@ def l2_normalize(vectors: Vectors) -> Vectors:
 def estimate_tokens(text: str) -> int:
     """A local, conservative token estimate for Gemini's tokenizer.
 
-    Japanese (kana, kanji), Chinese and Korean characters count one token each: Gemini's SentencePiece
-    vocabulary often merges two of them, so this over-counts by up to about 2x, which is the safe side
-    for quota pacing and the 2,048-token input limit. Other text counts one token per 4 characters.
+    Every non-ASCII character (kana, kanji, CJK punctuation such as 、。「」, hangul, emoji, other
+    scripts) counts one token: Gemini's SentencePiece vocabulary often merges two Japanese characters,
+    so this over-counts Japanese by up to about 2x, which is the safe side for quota pacing and the
+    2,048-token input limit. ASCII text counts one token per 4 characters.
     """
     if not text:
         return 0
