@@ -126,12 +126,12 @@ CHAOS: dict[str, Callable[[OwnServer, str], None]] = {
 async def test_database_going_away_mid_run(
     own_server: OwnServer, sim: GeminiSimulator, base_env: dict[str, str], tmp_path: Path, chaos: str
 ) -> None:
-    n = 600
+    n = 400
     url = own_server.new_database()
     await seed_chunks(url, corpus(n, docs=6))
     env = gemini_env(
         {**base_env, "DATABASE_URL": url}, sim, EMBEDDING_CONCURRENCY=2, EMBEDDING_LEASE_SECONDS=3
-    )  # ~60 calls of 100 ms on 2 lanes: about 3 s of work
+    )  # ~40 calls of 100 ms on 2 lanes: about 2 s of work
     worker = Worker(env, "--json", out_dir=tmp_path, name=chaos)
     wait_until(lambda: count_embedded(url) >= 60, timeout=30, what="the first batches")
     happened = threading.Thread(target=CHAOS[chaos], args=(own_server, url))

@@ -147,8 +147,6 @@ INJECTION_DOC_IDS = [
     "no-such-doc",
     "x' OR '1'='1",
     "doc-000'; DROP TABLE chunks; --",
-    "doc-00%",
-    " doc-000",
 ]
 
 

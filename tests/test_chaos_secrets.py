@@ -73,14 +73,12 @@ def test_no_secret_in_any_output_of_failing_runs(
     assert out.run(env, "-v", "--json") == 1  # the same, with debug logging
     assert out.run(unknown_model, "--json") == 1  # 404
     assert out.run(dead_db) == 2
-    assert out.run(dead_db, "--status", "--json") == 2
     assert out.run(malformed, "--status") in (1, 2)
     assert out.run(malformed, script=SELFTEST) == 1
     assert out.run(env, "--status") == 0
     assert out.run(env, "--status", "--json", "--errors", "--by-document") == 0
     assert out.run(env, script=SELFTEST) == 1
     assert out.run(dead_db, script=SELFTEST) == 1
-    assert out.run(unknown_model, script=SELFTEST) == 1
 
     texts = out.all()
     assert any("API key not valid" in t for t in texts)  # the failures really happened, and said why
