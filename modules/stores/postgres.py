@@ -75,6 +75,7 @@ class PostgresStore:
             configure=register_vector_async,
             check=AsyncConnectionPool.check_connection,  # a restarted server's dead sockets are replaced
             reconnect_timeout=60,
+            timeout=10,  # wait this long for a connection before a write counts as failed (and is retried)
         )
         try:
             await self._pool.open(wait=True, timeout=15)
@@ -88,6 +89,8 @@ class PostgresStore:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(f"cannot connect to PostgreSQL: {_short(exc)}") from None
+        except psycopg.Error as exc:  # e.g. a malformed connection string
+            raise StoreUnavailableError(f"DATABASE_URL can't be used: {_short(exc)}") from None
         async with conn:
             try:
                 async with conn.transaction():
