@@ -169,6 +169,7 @@ class ChildRun:
     result: dict[str, Any]
     log: Path
     timed_out: bool = False
+    cpu_seconds: float = 0.0  # user + system CPU of the child: near its wall time means CPU-bound
 
 
 def run_child(
@@ -216,7 +217,8 @@ def run_child(
     result: dict[str, Any] = {}
     if result_file.exists():
         result = json.loads(result_file.read_text(encoding="utf-8"))
-    return ChildRun(proc.returncode, peak, wall, result, log, timed_out)
+    cpu = usage.ru_utime + usage.ru_stime
+    return ChildRun(proc.returncode, peak, wall, result, log, timed_out, cpu)
 
 
 def tail(path: Path, lines: int = 5) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 API_KEY = "bench-key-0123456789"
 MODEL = "gemini-embedding-001"
 DIMENSIONS = 768
+PACER_EVENTS: list[dict[str, Any]] = []  # ours: what the pacer learned from each 429 (kept if interrupted)
 PENDING = "SELECT id, content FROM chunks WHERE embedding IS NULL ORDER BY doc_id, chunk_index"
 
 
@@ -187,6 +188,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         env[name] = value
     settings = load_settings(env=env)
     configure_logging(settings.log_file, settings.secrets())
+    pacer_events = _watch_pacer(PACER_EVENTS)
 
     async def main() -> dict[str, Any]:
         async with BatchEmbeddingGenerator(settings) as generator:
@@ -199,10 +201,46 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             "elapsed_seconds": stats.elapsed,
             "client_calls": stats.api_calls,
             "run_stats": data,
+            "pacer_429s": pacer_events,
             "settings": {k: v for k, v in env.items() if k not in ("GOOGLE_API_KEY", "DATABASE_URL")},
         }
 
     return asyncio.run(main())
+
+
+def _watch_pacer(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Diagnostics only: record what the pacer learns from each 429 (the quota it names, the wait, what the
+    pacer concluded), by wrapping `Pacer.rate_limited`. Does nothing if the product's pacer changes shape."""
+    try:
+        from modules import pacing
+    except ImportError:
+        return events
+    original = getattr(pacing.Pacer, "rate_limited", None)
+    if original is None:
+        return events
+    started = time.monotonic()
+
+    def watched(self: Any, pause_seconds: float, *rest: Any, **kwargs: Any) -> Any:
+        result = original(self, pause_seconds, *rest, **kwargs)
+        hit = rest[0] if rest else kwargs.get("hit")
+        stats = getattr(self, "stats", None)
+        limiter = getattr(self, "limiter", None)
+        events.append(
+            {
+                "at_seconds": round(time.monotonic() - started, 3),
+                "pause_seconds": round(pause_seconds, 3),
+                "quota": getattr(hit, "kind", None),
+                "limit": getattr(hit, "limit", None),
+                "learned": getattr(stats, "learned", None),
+                "in_flight": getattr(limiter, "in_use", None),
+                "concurrency": round(float(getattr(limiter, "limit", 0) or 0), 2),
+                "batch_size": getattr(self, "batch_size", None),
+            }
+        )
+        return result
+
+    pacing.Pacer.rate_limited = watched  # type: ignore[method-assign]
+    return events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", metavar="NAME=VALUE", help="ours: an extra setting")
     args = parser.parse_args(argv)
     runner = {"original": run_original, "langchain": run_langchain, "ours": run_ours}[args.row]
-    result = runner(args)
+    try:
+        result = runner(args)
+    except KeyboardInterrupt:  # stopped at the harness's --row-timeout: keep the diagnostics
+        result = {"interrupted": True, "pacer_429s": PACER_EVENTS}
     result["row"] = args.row
     Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     return 0

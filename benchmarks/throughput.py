@@ -297,6 +297,7 @@ def run_row(
         "db": check.as_dict(),
         "peak_rss_mb": round(child.peak_rss_mb, 1),
         "process_wall_seconds": round(child.wall_seconds, 3),
+        "process_cpu_seconds": round(child.cpu_seconds, 3),
         "client": {k: v for k, v in child_result.items() if k not in ("row",)},
         "log": str(child.log.relative_to(REPO)) if child.log.is_relative_to(REPO) else str(child.log),
     }

@@ -104,7 +104,7 @@ def test_memory_and_writes_quick_run_reports_memory_and_write_rates(tmp_path: Pa
     assert 0 < memory["peak_rss_mb"] < 1000
     writes = report["writes"]
     assert {w["index"] for w in writes} == {"none", "hnsw (vector_cosine_ops)"}
-    assert len(writes) == 8
+    assert len(writes) == 6
     for w in writes:
         assert w["unwritten"] == 0 and w["written"] == w["chunks"], w
         assert w["chunks_per_second"] > 0
