@@ -23,7 +23,7 @@ from typing import Literal
 
 Unit = Literal["calls", "texts", "tokens"]
 _LOG_SECONDS = 600.0  # how far back sends are remembered, to infer a quota window
-_SAFETY = 0.97  # pace at 97% of a learned rate: timing noise must not turn into 429s
+_SAFETY = 0.98  # pace at 98% of a learned rate: timing noise must not turn into 429s
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,11 @@ class QuotaHit:
 class TokenBucket:
     """A refilling allowance of `rate` units per `period` seconds, holding at most `capacity`."""
 
-    def __init__(self, rate: float, period: float = 60.0, capacity: float | None = None) -> None:
+    def __init__(
+        self, rate: float, period: float = 60.0, capacity: float | None = None, quota: int | None = None
+    ) -> None:
         self.limit = rate
+        self.quota = quota if quota is not None else int(rate)  # the server's limit this bucket serves
         self.period = period
         self.rate_per_second = rate / period
         self.capacity = capacity if capacity is not None else rate
@@ -122,7 +125,11 @@ class AdaptiveLimiter:
 
 class BatchSizer:
     """EMBEDDING_BATCH_SIZE=auto: big batches (fewer calls never cost more quota), grown while calls
-    succeed fast, halved when one batch alone is a large share of a quota, cut when answers slow."""
+    succeed fast, cut when answers slow, and kept to a small share of any quota that counts texts or
+    tokens: a call that is a large share of its window makes the pacing coarse (one call's worth of
+    the quota must stay free), so under such a quota many small calls get closer to the limit."""
+
+    TARGET_SHARE = 0.05  # at most this share of a text or token quota in one call
 
     def __init__(self, fixed: int | None, maximum: int, slow_seconds: float) -> None:
         self.fixed = fixed
@@ -134,13 +141,17 @@ class BatchSizer:
         if self.fixed is not None:
             return
         if latency > self.slow_seconds:
-            self.size = max(1, int(self.size * 0.7))
+            self.maximum = max(1, int(self.size * 0.7))
+            self.size = self.maximum
         else:
             self.size = min(self.maximum, self.size + max(1, self.size // 4))
 
-    def rate_limited(self, share_of_limit: float) -> None:
-        if self.fixed is None and share_of_limit >= 0.5:
-            self.size = max(1, self.size // 2)
+    def rate_limited(self, texts: int, share_of_limit: float) -> None:
+        """A call of `texts` texts was refused; it was `share_of_limit` of a quota counted in texts or
+        tokens. Scale from that call's own size, so that several refusals in a row don't compound."""
+        if self.fixed is None and share_of_limit > self.TARGET_SHARE:
+            self.maximum = min(self.maximum, max(1, int(texts * self.TARGET_SHARE / share_of_limit)))
+            self.size = min(self.size, self.maximum)
 
 
 @dataclass
@@ -197,21 +208,24 @@ class Pacer:
                 await asyncio.sleep(wait)
             for unit, bucket in self.buckets.items():
                 bucket.take(send.units(unit))
+            # The server counts a call when it accepts it, not when the answer comes back: log it now
+            # (a 429 takes it out again, since a refused call costs no quota).
+            now = time.monotonic()
+            self._sent.append((now, send))
+            while self._sent and self._sent[0][0] < now - _LOG_SECONDS:
+                self._sent.popleft()
 
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - time.monotonic())
 
     def succeeded(self, send: Send, latency: float) -> None:
-        now = time.monotonic()
-        self._sent.append((now, send))
-        while self._sent and self._sent[0][0] < now - _LOG_SECONDS:
-            self._sent.popleft()
         self.limiter.grow()
         self.sizer.succeeded(latency)
 
     def rate_limited(self, pause_seconds: float, hit: QuotaHit, send: Send) -> None:
         """A 429: every sender waits `pause_seconds` from now, fewer batches go at once, and the
         quota it names is learned so that later calls stay under it."""
+        self._forget(send)
         now = time.monotonic()
         if now + pause_seconds > self._paused_until:
             self._paused_until = now + pause_seconds
@@ -230,16 +244,28 @@ class Pacer:
             if by_texts is not None:
                 unit, window, self.request_unit = "texts", by_texts, "texts"
                 self.buckets.pop("calls", None)
-        self.sizer.rate_limited(send.units(unit) / hit.limit)
+        if unit != "calls":  # a call-counting quota is the same for any batch size
+            self.sizer.rate_limited(send.texts, send.units(unit) / hit.limit)
         current = self.buckets.get(unit)
-        period = window / _SAFETY if window else (current.period if current else 60.0)
-        if current is None or abs(current.period - period) / period > 0.05 or current.limit != hit.limit:
+        period = window / _SAFETY if window else (current.period if current else None)
+        if period is None:  # nothing to go on yet: the pause alone, until a later 429 tells more
+            return
+        if current is None or abs(current.period - period) / period > 0.05 or current.quota != hit.limit:
             # A small capacity spreads calls evenly over the window: a sliding-window quota then holds
             # exactly `limit` at every moment, where bursts would overrun it after every pause.
+            # And the rate leaves one call's worth of room, so that however the calls fall, no window
+            # ever holds more than the limit.
+            rate = max(hit.limit * 0.5, hit.limit - send.units(unit))
             capacity = max(float(send.units(unit)), hit.limit * 0.1)
-            self.buckets[unit] = TokenBucket(hit.limit, period, capacity)
+            self.buckets[unit] = TokenBucket(rate, period, capacity, quota=hit.limit)
             self.stats.learned = f"{hit.limit} {unit} / {period:.1f}s"
         self.buckets[unit].drain()
+
+    def _forget(self, send: Send) -> None:
+        for index in range(len(self._sent) - 1, -1, -1):
+            if self._sent[index][1] is send:
+                del self._sent[index]
+                return
 
     def _request_unit_after(self, send: Send, limit: int, now: float) -> Unit:
         """Decide whether the request quota counts calls or texts. If the calls sent within the quota's
@@ -257,13 +283,19 @@ class Pacer:
         return self.request_unit
 
     def _infer_window(self, unit: Unit, used_before: int, frees_at: float) -> float | None:
-        """The window W of a sliding quota of `limit` units: walking back through our sends until they
-        add up to what the server counted before this call, the oldest of them leaves the window at
-        `frees_at`, so W = frees_at - its time. None when our log can't explain the count."""
+        """The window W of a sliding quota: walking back through our sends until they add up to what
+        the server counted before this call (our token counts are estimates, so take the send where
+        the sum comes closest), the oldest of them leaves the window at `frees_at`: W = frees_at - its
+        time. None when our log can't explain the count."""
         total = 0
+        previous: tuple[int, float] | None = None
         for at, send in reversed(self._sent):
             total += send.units(unit)
             if total >= used_before:
-                window = frees_at - at
+                best = at
+                if previous is not None and used_before - previous[0] < total - used_before:
+                    best = previous[1]
+                window = frees_at - best
                 return window if window > 0 else None
+            previous = (total, at)
         return None

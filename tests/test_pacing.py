@@ -23,7 +23,7 @@ def test_a_per_call_quota_is_learned_with_its_window() -> None:
     pacer.rate_limited(0.1, QuotaHit(0.1, "requests", 10), Send(1, 10, 500))
     assert pacer.request_unit == "calls"
     bucket = pacer.buckets["calls"]
-    assert bucket.limit == 10
+    assert (bucket.quota, bucket.limit) == (10, 9)  # one call's worth of room stays free
     assert 0.9 <= bucket.period <= 1.2  # ~1 s window (plus the 3% safety margin)
     assert pacer.limiter.limit == 2  # halved from 4
 
@@ -34,15 +34,15 @@ def test_a_per_text_quota_is_recognised_when_calls_cannot_explain_the_count() ->
     pacer.rate_limited(0.5, QuotaHit(0.5, "requests", 20), Send(1, 10, 500))
     assert pacer.request_unit == "texts"
     assert "calls" not in pacer.buckets
-    assert pacer.buckets["texts"].limit == 20
+    assert pacer.buckets["texts"].quota == 20
 
 
-def test_a_token_quota_paces_tokens_and_halves_a_batch_that_is_most_of_it() -> None:
+def test_a_token_quota_paces_tokens_and_keeps_each_call_a_small_share_of_it() -> None:
     pacer = pacer_with_history([(0.5, Send(1, 50, 6000)), (0.1, Send(1, 50, 6000))])
-    size_before = pacer.batch_size
     pacer.rate_limited(0.4, QuotaHit(0.4, "tokens", 10000), Send(1, 50, 6000))
-    assert pacer.buckets["tokens"].limit == 10000
-    assert pacer.batch_size == size_before // 2
+    assert pacer.buckets["tokens"].quota == 10000
+    assert pacer.buckets["tokens"].limit == 5000  # a call's worth of room stays free (at least half the quota is used)
+    assert pacer.batch_size == 4  # 50 texts were 60% of the quota: 5% is about 4 texts
 
 
 def test_a_429_without_quota_details_only_pauses() -> None:
@@ -63,7 +63,7 @@ def test_auto_batch_size_grows_on_fast_answers_and_shrinks_on_slow_ones(latency:
 def test_a_fixed_batch_size_never_moves() -> None:
     sizer = BatchSizer(10, 100, slow_seconds=30.0)
     sizer.succeeded(0.01)
-    sizer.rate_limited(1.0)
+    sizer.rate_limited(10, 1.0)
     assert sizer.size == 10
 
 
