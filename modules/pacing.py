@@ -23,7 +23,7 @@ from typing import Literal
 
 Unit = Literal["calls", "texts", "tokens"]
 _LOG_SECONDS = 600.0  # how far back sends are remembered, to infer a quota window
-_SAFETY = 0.98  # pace at 98% of a learned rate: timing noise must not turn into 429s
+_SAFETY = 0.99  # pace at 99% of a learned rate: timing noise must not turn into 429s
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class BatchSizer:
     tokens: a call that is a large share of its window makes the pacing coarse (one call's worth of
     the quota must stay free), so under such a quota many small calls get closer to the limit."""
 
-    TARGET_SHARE = 0.05  # at most this share of a text or token quota in one call
+    TARGET_SHARE = 0.025  # at most this share of a text or token quota in one call
 
     def __init__(self, fixed: int | None, maximum: int, slow_seconds: float) -> None:
         self.fixed = fixed
@@ -244,8 +244,10 @@ class Pacer:
             if by_texts is not None:
                 unit, window, self.request_unit = "texts", by_texts, "texts"
                 self.buckets.pop("calls", None)
+        one_call = float(send.units(unit))
         if unit != "calls":  # a call-counting quota is the same for any batch size
             self.sizer.rate_limited(send.texts, send.units(unit) / hit.limit)
+            one_call *= min(1.0, self.sizer.size / max(1, send.texts))  # the calls to come are this size
         current = self.buckets.get(unit)
         period = window / _SAFETY if window else (current.period if current else None)
         if period is None:  # nothing to go on yet: the pause alone, until a later 429 tells more
@@ -255,8 +257,8 @@ class Pacer:
             # exactly `limit` at every moment, where bursts would overrun it after every pause.
             # And the rate leaves one call's worth of room, so that however the calls fall, no window
             # ever holds more than the limit.
-            rate = max(hit.limit * 0.5, hit.limit - send.units(unit))
-            capacity = max(float(send.units(unit)), hit.limit * 0.1)
+            rate = max(hit.limit * 0.5, hit.limit - one_call)
+            capacity = max(one_call, hit.limit * 0.1)
             self.buckets[unit] = TokenBucket(rate, period, capacity, quota=hit.limit)
             self.stats.learned = f"{hit.limit} {unit} / {period:.1f}s"
         self.buckets[unit].drain()

@@ -41,8 +41,8 @@ def test_a_token_quota_paces_tokens_and_keeps_each_call_a_small_share_of_it() ->
     pacer = pacer_with_history([(0.5, Send(1, 50, 6000)), (0.1, Send(1, 50, 6000))])
     pacer.rate_limited(0.4, QuotaHit(0.4, "tokens", 10000), Send(1, 50, 6000))
     assert pacer.buckets["tokens"].quota == 10000
-    assert pacer.buckets["tokens"].limit == 5000  # a call's worth of room stays free (at least half the quota is used)
-    assert pacer.batch_size == 4  # 50 texts were 60% of the quota: 5% is about 4 texts
+    assert pacer.batch_size == 2  # 50 texts were 60% of the quota: 2.5% is 2 texts
+    assert pacer.buckets["tokens"].limit == 10000 - 240  # one call's worth (now 2 texts) of room stays free
 
 
 def test_a_429_without_quota_details_only_pauses() -> None:
