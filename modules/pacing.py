@@ -230,8 +230,9 @@ class Pacer:
         if now + pause_seconds > self._paused_until:
             self._paused_until = now + pause_seconds
             self.stats.pauses += 1
-        self.limiter.shrink()
         if hit.kind is None or not hit.limit:
+            # Nothing learned to pace by: fewer batches at once is the only lever left.
+            self.limiter.shrink()
             for bucket in self.buckets.values():
                 bucket.drain()
             return

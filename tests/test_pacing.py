@@ -25,7 +25,7 @@ def test_a_per_call_quota_is_learned_with_its_window() -> None:
     bucket = pacer.buckets["calls"]
     assert (bucket.quota, bucket.limit) == (10, 9)  # one call's worth of room stays free
     assert 0.9 <= bucket.period <= 1.2  # ~1 s window (plus the 3% safety margin)
-    assert pacer.limiter.limit == 2  # halved from 4
+    assert pacer.limiter.limit == 4  # paced by the learned bucket: no need to send fewer batches at once
 
 
 def test_a_per_text_quota_is_recognised_when_calls_cannot_explain_the_count() -> None:
@@ -49,6 +49,7 @@ def test_a_429_without_quota_details_only_pauses() -> None:
     pacer = pacer_with_history([])
     pacer.rate_limited(2.0, QuotaHit(None), Send(1, 10, 100))
     assert pacer.buckets == {}
+    assert pacer.limiter.limit == 2  # nothing learned: halve the batches in flight instead
     assert 1.9 <= pacer.paused_for() <= 2.0
 
 
