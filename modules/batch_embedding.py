@@ -353,8 +353,25 @@ class _Run:
             await self._record_failures(rejected)
         if items:
             items = await self._reuse_cached(items)
-        if items:
-            await self._embed_group(items)
+        if not items:
+            return
+        # The API takes one title per call: embed each document's part of the batch on its own, so a
+        # failure in one part never re-sends the others; then write the whole batch in one statement.
+        done: list[tuple[_Item, Vectors]] = []
+        try:
+            for group in self._title_groups(items):
+                done.extend(await self._embed_group(group))
+        finally:
+            if done:  # even when the run stops midway, vectors already computed are kept
+                await self._write([item for item, _ in done], np.vstack([vector for _, vector in done]))
+
+    def _title_groups(self, items: Sequence[_Item]) -> list[list[_Item]]:
+        if not self.g.settings.use_title:
+            return [list(items)]
+        groups: dict[str | None, list[_Item]] = {}
+        for item in items:
+            groups.setdefault(item.chunk.title, []).append(item)
+        return list(groups.values())
 
     async def _reuse_cached(self, items: Sequence[_Item]) -> list[_Item]:
         """Write vectors already made for identical text; return the items still to embed."""
@@ -370,9 +387,10 @@ class _Run:
             log.info("♻️ キャッシュ再利用: %dチャンク (API呼び出しなし)", written)
         return [i for i in items if i.cache_key not in cached]
 
-    async def _embed_group(self, items: Sequence[_Item]) -> None:
+    async def _embed_group(self, items: Sequence[_Item]) -> list[tuple[_Item, Vectors]]:
         """Embed a group; if it can't be, re-run it in smaller groups (10 → 5 → 1) so that one bad
-        chunk never fails its neighbours. Only a single chunk's own failure is recorded."""
+        chunk never fails its neighbours. Only a single chunk's own failure is recorded. Returns the
+        items embedded, each with its vector (one row)."""
         try:
             vectors = await self.g.embed_items(items, self.pacer, self.stats)
         except RateLimitedError as exc:
@@ -386,16 +404,17 @@ class _Run:
             if len(items) == 1:
                 await self._record_failures([Failure(items[0].chunk.id, str(exc))])
                 log.error("❌ チャンク %s の処理失敗: %s", items[0].chunk.id, exc)
-                return
+                return []
             size = self.g.retry_batch_size if len(items) > self.g.retry_batch_size else 1
             self.stats.splits += 1
             log.warning("✂️ %dチャンクのバッチが失敗したため%d件ずつ再処理します: %s", len(items), size, exc)
+            done: list[tuple[_Item, Vectors]] = []
             for start in range(0, len(items), size):
-                await self._embed_group(items[start : start + size])
-            return
+                done.extend(await self._embed_group(items[start : start + size]))
+            return done
         except EmbeddingError as exc:  # any other embedding error: treat as this group's failure
             raise RunAborted(str(exc)) from None
-        await self._write(items, vectors)
+        return [(item, vectors[n : n + 1]) for n, item in enumerate(items)]
 
     async def _write(self, items: Sequence[_Item], vectors: Vectors, *, cache: bool = True) -> int:
         results = [

@@ -192,3 +192,20 @@ async def test_retry_only_touches_only_failed_chunks(
     assert (stats.total, stats.embedded, stats.failed) == (1, 1, 0)
     assert simulator.stats.successful_calls == calls_before + 1
     assert (status.pending, status.failed, status.embedded) == (1, 0, 10)
+
+
+async def test_a_batch_spanning_two_documents_never_resends_the_part_that_succeeded(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    # One batch of 10 holds doc A (5 chunks) and doc B (5 chunks): one call per title. B's call fails
+    # (a poison chunk); A's texts, already embedded, must not be sent again.
+    simulator.config.poison_marker = "☠"
+    await seed_chunks(
+        database_url,
+        {"a": [f"A{i}の段落。" for i in range(5)], "b": ["☠ 壊れた段落。"] + [f"B{i}の段落。" for i in range(4)]},
+    )
+    stats, _ = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_CONCURRENCY=1))
+    assert (stats.embedded, stats.failed) == (9, 1)
+    assert sorted(simulator.stats.embeds_per_text.values()) == [1] * 9
+    rows = await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE doc_id = 'a' AND embedding IS NOT NULL")
+    assert rows[0][0] == 5
