@@ -117,7 +117,7 @@ class BatchEmbeddingGenerator:
 
     async def open(self) -> None:
         if self._store is None:
-            self._store, _ = await open_store(self.settings, pool_size=self._lanes() + 2)
+            self._store, _ = await open_store(self.settings, pool_size=self.lanes + 2)
         if self._embedder is None:
             self._embedder = make_embedder(self.settings)
 
@@ -141,7 +141,9 @@ class BatchEmbeddingGenerator:
             raise RuntimeError("BatchEmbeddingGenerator is not open; use 'async with'")
         return self._embedder
 
-    def _lanes(self) -> int:
+    @property
+    def lanes(self) -> int:
+        """Batches a run keeps going at once (the adaptive limit moves below this)."""
         s = self.settings
         if s.provider == "local":
             return 2  # one embedding on the CPU while the other batch is written
@@ -217,8 +219,7 @@ class BatchEmbeddingGenerator:
     async def embed_items(self, items: Sequence[_Item], pacer: Pacer, stats: RunStats) -> Vectors:
         requests = [EmbedRequest(i.text, i.chunk.title) for i in items]
         tokens = sum(i.tokens for i in items)
-        calls = 1 if not self.settings.use_title else len({i.chunk.title for i in items})
-        send = Send(calls=calls, texts=len(items), tokens=tokens)
+        send = Send(calls=1, texts=len(items), tokens=tokens)  # _process sends one title per call
 
         async def one_call() -> Vectors:
             stats.tokens_sent += tokens
@@ -237,7 +238,7 @@ class _Run:
         self.stats = stats
         s = generator.settings
         adaptive = s.concurrency == "auto" and s.provider == "gemini"
-        lanes = generator._lanes()
+        lanes = generator.lanes
         self.lanes = lanes
         self.pacer = Pacer(
             rpm=s.rpm,

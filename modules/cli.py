@@ -34,6 +34,19 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on the console")
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """Parsed arguments, or the exit code when there is nothing to run (--help: 0, usage error: 2)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    if getattr(args, "doc_id", None) is not None and not args.doc_id.strip():
+        parser.print_usage(sys.stderr)
+        print("❌ --doc-id must not be empty", file=sys.stderr)
+        return EXIT_USAGE
+    return args
+
+
 def setup(args: argparse.Namespace) -> Settings:
     settings = load_settings()
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from modules.batch_embedding import BatchEmbeddingGenerator
-from modules.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_logging_options, run_main, safe_secrets, setup
+from modules.cli import EXIT_FAILED, EXIT_OK, add_logging_options, parse_args, run_main, safe_secrets, setup
 from modules.cli_processor import positive_int
 from modules.repair import format_outcome, outcome_dict, repair
 
@@ -36,14 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    if args.doc_id is not None and not args.doc_id.strip():
-        parser.print_usage(sys.stderr)
-        print("❌ --doc-id must not be empty", file=sys.stderr)
-        return EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
 
     async def body() -> int:
         settings = setup(args)

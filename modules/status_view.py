@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from modules.reporting import RunStats
 from modules.stores.base import CacheStats, DocumentStatus, ErrorGroup, QueueStatus
 
 
@@ -86,7 +85,3 @@ def format_status(
             when = e.last_seen.strftime("%Y-%m-%d %H:%M") if e.last_seen else "-"
             lines.append(f"  {e.chunks:>6} 件 (最終 {when}): {e.error}")
     return "\n".join(lines)
-
-
-def run_dict(stats: RunStats) -> dict[str, Any]:
-    return stats.as_dict()

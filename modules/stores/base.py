@@ -7,7 +7,7 @@ adapter; adapters only move arguments and rows across the wire.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -123,7 +123,6 @@ class ClaimFilter:
     mode: ClaimMode = ClaimMode.PENDING
     doc_id: str | None = None
     failed_before: datetime | None = None  # FAILED mode: only failures older than the run's start
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class ChunkStore(Protocol):
