@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks.corpus import Chunk, generate
 from benchmarks.harness import REPO, RESULTS, PgServer, check_vectors, format_table, run_child, seed, tail, write_json
 
-ROWS = ("original", "langchain", "ours-10", "ours-auto")
+ROWS = ("original", "langchain", "ours-10", "ours-auto", "ours-given")
 LANGCHAIN_VENV_PYTHON = REPO / "benchmarks" / ".venv-langchain" / "bin" / "python"
 
 
@@ -266,7 +266,16 @@ def run_row(
             if kind == "ours":
                 product_log = run_dir / f"{row}.product.log"
                 product_log.unlink(missing_ok=True)  # the product appends to its log file
-                argv += ["--batch-size", batch, "--log-file", str(product_log)]
+                argv += ["--batch-size", "auto" if batch == "given" else batch, "--log-file", str(product_log)]
+                if batch == "given":  # the quota told up front, as a user who knows it would set it
+                    argv += [
+                        "--env",
+                        f"EMBEDDING_RPM={sim_config.rpm}",
+                        "--env",
+                        f"EMBEDDING_TPM={sim_config.tpm}",
+                        "--env",
+                        f"EMBEDDING_QUOTA_WINDOW={sim_config.window_seconds:g}",
+                    ]
             child = run_child(
                 [*argv, "--out", str(out)],
                 log=run_dir / f"{row}.log",
@@ -349,6 +358,7 @@ LABELS = {
     "langchain": "LangChain embed_documents",
     "ours-10": "ours, EMBEDDING_BATCH_SIZE=10",
     "ours-auto": "ours, EMBEDDING_BATCH_SIZE=auto",
+    "ours-given": "ours, auto, EMBEDDING_RPM/TPM given",
 }
 
 

@@ -243,6 +243,7 @@ class _Run:
         self.pacer = Pacer(
             rpm=s.rpm,
             tpm=s.tpm,
+            window_seconds=s.quota_window,
             concurrency=lanes if not adaptive else min(4, lanes),
             max_concurrency=lanes,
             adaptive=adaptive,

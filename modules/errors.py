@@ -34,6 +34,12 @@ class RateLimitedError(EmbeddingError):
 class TransientEmbeddingError(EmbeddingError):
     """5xx, timeouts, dropped connections, malformed or inconsistent answers: worth retrying as is."""
 
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        # The server answered with an error before doing the work (500/502/503): taken as not charged
+        # to the quota. A timeout, a dropped connection or a broken answer may have been.
+        self.refused = refused
+
 
 class PermanentEmbeddingError(EmbeddingError):
     """A 4xx about the request's content (HTTP 400): retrying the same batch won't help; split it."""

@@ -1,14 +1,21 @@
-"""Pacing shared by every batch of a run: quota buckets, a global pause on 429, adaptive concurrency,
-and the batch size when EMBEDDING_BATCH_SIZE=auto.
+"""Pacing shared by every batch of a run: a replica of the server's quotas, a global pause on 429,
+adaptive concurrency, and the batch size when EMBEDDING_BATCH_SIZE=auto.
 
-The quota is either given (EMBEDDING_RPM / EMBEDDING_TPM, per minute) or learned. A 429 from Gemini
-names the quota it hit (QuotaFailure: requests or input tokens, and the limit) and when room frees
-(RetryInfo). From the sends of the last minutes the pacer then infers the window those limits apply
-to, and paces every later call so that the quota is used to the full without being crossed.
+A quota is "at most `limit` units in any `window` seconds". The pacer keeps its own log of what it
+sent and admits a call only when the log says the server's window has room for it: a sliding-window
+replica. That is exact for a sliding-window quota, and also safe for a fixed-window or token-bucket
+one (a pattern that keeps every window of W seconds under the limit never overruns those either).
+A call counts for one window from when it was sent; the learned window absorbs the moment between
+sending and the server counting it, since it is measured from our send times too.
+
+The quota is either given (EMBEDDING_RPM / EMBEDDING_TPM over EMBEDDING_QUOTA_WINDOW) or learned.
+A 429 from Gemini names the quota it hit (QuotaFailure: requests or input tokens, and the limit)
+and when room frees (RetryInfo). Walking back through the log to where the sends add up to what the
+server counted tells which send frees that room, hence the window (see `windows.py`).
 
 Google does not document whether a batch call counts as one request or as one per text. The pacer
 first assumes one per call (the optimistic reading, under which big batches are free); a 429 on the
-request quota that the call-counting bucket did not predict proves texts are counted, and it switches.
+request quota that the calls sent cannot explain but the texts sent can proves texts are counted.
 """
 
 from __future__ import annotations
@@ -16,19 +23,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from collections.abc import Set as AbstractSet
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal
 
+from modules.windows import WindowVotes, window_interval
+
 Unit = Literal["calls", "texts", "tokens"]
-_LOG_SECONDS = 600.0  # how far back sends are remembered, to infer a quota window
-_SAFETY = 0.99  # pace at 99% of a learned rate: timing noise must not turn into 429s
+_LOG_SECONDS = 900.0  # how far back sends are remembered, to infer a quota window
+_TOKEN_MARGIN = 0.02  # token counts are local estimates: keep this share of a token quota free
+_ANSWER_POLL = 1.0  # re-check at least this often while only in-flight calls can free room
 
 
 @dataclass(frozen=True)
 class Send:
-    """What one API call cost, in each unit a quota may count."""
+    """What one API call costs, in each unit a quota may count."""
 
     calls: int
     texts: int
@@ -47,44 +58,50 @@ class QuotaHit:
     limit: int | None = None
 
 
-class TokenBucket:
-    """A refilling allowance of `rate` units per `period` seconds, holding at most `capacity`."""
+@dataclass(eq=False)
+class Ticket:
+    """One call as the pacer logged it: sent at `sent_at`, answered at `answered_at` (None in flight)."""
 
-    def __init__(
-        self, rate: float, period: float = 60.0, capacity: float | None = None, quota: int | None = None
-    ) -> None:
-        self.limit = rate
-        self.quota = quota if quota is not None else int(rate)  # the server's limit this bucket serves
-        self.period = period
-        self.rate_per_second = rate / period
-        self.capacity = capacity if capacity is not None else rate
-        self._level = self.capacity
-        self._stamp = time.monotonic()
+    send: Send
+    sent_at: float
+    answered_at: float | None = None
 
-    def _refill(self, now: float) -> None:
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate_per_second)
-        self._stamp = now
 
-    def wait_time(self, amount: float) -> float:
-        """Seconds until `amount` units are available (0 when they are now). Amounts over capacity
-        are allowed once the bucket is full, so one oversized request never blocks forever."""
-        now = time.monotonic()
-        self._refill(now)
-        needed = min(amount, self.capacity) - self._level
-        return 0.0 if needed <= 0 else needed / self.rate_per_second
+@dataclass
+class Quota:
+    """The pacer's model of one server quota: `limit` units per `window` seconds, `margin` kept free."""
 
-    def level(self) -> float:
-        self._refill(time.monotonic())
-        return self._level
+    unit: Unit
+    limit: int
+    window: float
+    margin: float = 0.0
+    since: float = 0.0  # when this model took effect: calls sent before it were not admitted by it
 
-    def take(self, amount: float) -> None:
-        self._refill(time.monotonic())
-        self._level -= amount
+    @property
+    def room(self) -> float:
+        return self.limit * (1.0 - self.margin)
 
-    def drain(self) -> None:
-        """The server says the quota is spent: trust it over our own count."""
-        self._refill(time.monotonic())
-        self._level = min(self._level, 0.0)
+    def wait_time(
+        self, amount: int, sent: Sequence[Ticket], in_flight: AbstractSet[Ticket], now: float
+    ) -> float | None:
+        """Seconds until the window has room for `amount` more (0: now). None when only calls still
+        in flight hold the room: their answers must come first. A call bigger than the whole quota
+        goes alone, once nothing else is counted."""
+        counted: list[Ticket] = []  # sends still inside the window, newest first
+        for ticket in reversed(sent):
+            if ticket.sent_at <= now - self.window:
+                break
+            counted.append(ticket)
+        stuck = [t for t in in_flight if t.sent_at <= now - self.window]  # slow calls are still counted
+        used = sum(t.send.units(self.unit) for t in counted) + sum(t.send.units(self.unit) for t in stuck)
+        if used + amount <= self.room or used == 0:
+            return 0.0
+        excess = used + amount - self.room
+        for ticket in reversed(counted):  # oldest first: the first to leave the window
+            excess -= ticket.send.units(self.unit)
+            if excess <= 0:
+                return ticket.sent_at + self.window - now
+        return None
 
 
 class AdaptiveLimiter:
@@ -124,10 +141,10 @@ class AdaptiveLimiter:
 
 
 class BatchSizer:
-    """EMBEDDING_BATCH_SIZE=auto: big batches (fewer calls never cost more quota), grown while calls
-    succeed fast, cut when answers slow, and kept to a small share of any quota that counts texts or
-    tokens: a call that is a large share of its window makes the pacing coarse (one call's worth of
-    the quota must stay free), so under such a quota many small calls get closer to the limit."""
+    """EMBEDDING_BATCH_SIZE=auto: start big (fewer calls never cost more quota), shrink when answers
+    slow and grow back while they are fast, and keep each call a small share of any quota that counts
+    texts or tokens: near the limit a call waits until its whole size fits, so smaller calls fill the
+    window more finely and a refused call costs less."""
 
     TARGET_SHARE = 0.025  # at most this share of a text or token quota in one call
 
@@ -135,14 +152,13 @@ class BatchSizer:
         self.fixed = fixed
         self.maximum = maximum
         self.slow_seconds = slow_seconds
-        self.size = fixed if fixed is not None else min(20, maximum)
+        self.size = fixed if fixed is not None else maximum
 
     def succeeded(self, latency: float) -> None:
         if self.fixed is not None:
             return
         if latency > self.slow_seconds:
-            self.maximum = max(1, int(self.size * 0.7))
-            self.size = self.maximum
+            self.size = max(1, int(self.size * 0.7))
         else:
             self.size = min(self.maximum, self.size + max(1, self.size // 4))
 
@@ -162,7 +178,7 @@ class PacerStats:
 
 
 class Pacer:
-    """What every sender asks before each API call, and tells after it."""
+    """What every sender asks before each API call (`wait_turn`), and tells after it."""
 
     def __init__(
         self,
@@ -178,127 +194,162 @@ class Pacer:
         slow_seconds: float = 30.0,
     ) -> None:
         self.request_unit: Unit = "calls"
-        self.buckets: dict[Unit, TokenBucket] = {}
+        self.quotas: dict[Unit, Quota] = {}
+        # A given quota's window is stretched by 1%: the server counts a call a moment after we send it.
         if rpm:
-            self.buckets["calls"] = TokenBucket(rpm, window_seconds)
+            self.quotas["calls"] = Quota("calls", rpm, window_seconds * 1.01)
         if tpm:
-            self.buckets["tokens"] = TokenBucket(tpm, window_seconds)
+            self.quotas["tokens"] = Quota("tokens", tpm, window_seconds * 1.01, _TOKEN_MARGIN)
         self.limiter = AdaptiveLimiter(concurrency, max_concurrency, adaptive)
         self.sizer = BatchSizer(batch_size, max_batch, slow_seconds)
         self.stats = PacerStats()
+        self._votes: dict[Unit, WindowVotes] = {}
         self._paused_until = 0.0
-        self._gate = asyncio.Lock()  # one sender at a time checks and takes from the buckets
-        self._sent: deque[tuple[float, Send]] = deque()
+        self._gate = asyncio.Lock()  # one sender at a time checks the quotas and logs its call
+        self._answer = asyncio.Event()  # set whenever a call in flight is answered or withdrawn
+        self._sent: deque[Ticket] = deque()  # every call, in the order sent (to infer windows)
+        self._in_flight: set[Ticket] = set()
+        self._last_429 = time.monotonic()
 
     @property
     def batch_size(self) -> int:
         return self.sizer.size
 
-    async def wait_turn(self, send: Send) -> None:
-        """Wait until a global pause is over and every quota bucket has room, then take from them."""
-        async with self._gate:
-            while True:
-                wait = max(
-                    [self._paused_until - time.monotonic()]
-                    + [bucket.wait_time(send.units(unit)) for unit, bucket in self.buckets.items()]
-                )
-                if wait <= 0:
-                    break
-                self.stats.waited_for_quota += wait
-                await asyncio.sleep(wait)
-            for unit, bucket in self.buckets.items():
-                bucket.take(send.units(unit))
-            # The server counts a call when it accepts it, not when the answer comes back: log it now
-            # (a 429 takes it out again, since a refused call costs no quota).
-            now = time.monotonic()
-            self._sent.append((now, send))
-            while self._sent and self._sent[0][0] < now - _LOG_SECONDS:
-                self._sent.popleft()
-
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - time.monotonic())
 
-    def succeeded(self, send: Send, latency: float) -> None:
+    async def wait_turn(self, send: Send) -> Ticket:
+        """Wait until a global pause is over and every quota has room for `send`, then log it as sent."""
+        async with self._gate:
+            started = time.monotonic()
+            while True:
+                now = time.monotonic()
+                self._relax_windows(now)
+                waits = [self._paused_until - now]
+                blocked_by_flight = False
+                for unit, quota in self.quotas.items():
+                    wait = quota.wait_time(send.units(unit), self._sent, self._in_flight, now)
+                    if wait is None:
+                        blocked_by_flight = True
+                    else:
+                        waits.append(wait)
+                wait = max(waits)
+                if wait <= 0 and not blocked_by_flight:
+                    break
+                self._answer.clear()
+                if blocked_by_flight:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._answer.wait(), timeout=max(wait, _ANSWER_POLL))
+                else:
+                    await asyncio.sleep(wait)
+            now = time.monotonic()
+            self.stats.waited_for_quota += now - started
+            ticket = Ticket(send, now)
+            self._sent.append(ticket)
+            self._in_flight.add(ticket)
+            self._trim(now)
+            return ticket
+
+    def succeeded(self, ticket: Ticket, latency: float) -> None:
+        self._answered_now(ticket)
         self.limiter.grow()
         self.sizer.succeeded(latency)
 
-    def rate_limited(self, pause_seconds: float, hit: QuotaHit, send: Send) -> None:
-        """A 429: every sender waits `pause_seconds` from now, fewer batches go at once, and the
-        quota it names is learned so that later calls stay under it."""
-        self._forget(send)
+    def failed(self, ticket: Ticket, *, charged: bool) -> None:
+        """A call failed without a 429. A server error answer (5xx) did no work and is taken as not
+        charged; a timeout or a broken connection may have been, so it stays counted."""
+        if charged:
+            self._answered_now(ticket)
+        else:
+            self._withdraw(ticket)
+
+    def rate_limited(self, pause_seconds: float, hit: QuotaHit, ticket: Ticket) -> None:
+        """A 429: every sender waits `pause_seconds` from now, and the quota it names is learned so
+        that later calls stay under it. Without details, fewer batches go at once instead."""
+        self._withdraw(ticket)  # a refused call costs no quota
         now = time.monotonic()
+        self._last_429 = now
         if now + pause_seconds > self._paused_until:
             self._paused_until = now + pause_seconds
             self.stats.pauses += 1
         if hit.kind is None or not hit.limit:
-            # Nothing learned to pace by: fewer batches at once is the only lever left.
             self.limiter.shrink()
-            for bucket in self.buckets.values():
-                bucket.drain()
             return
-        unit: Unit = "tokens" if hit.kind == "tokens" else self._request_unit_after(send, hit.limit, now)
-        frees_at = now + (hit.retry_after or pause_seconds)
-        window = self._infer_window(unit, hit.limit - send.units(unit), frees_at)
-        if window is None and unit == "calls" and send.texts > 1:
-            # Our calls can't add up to what the server counted, but our texts may: it counts texts.
-            by_texts = self._infer_window("texts", hit.limit - send.texts, frees_at)
-            if by_texts is not None:
-                unit, window, self.request_unit = "texts", by_texts, "texts"
-                self.buckets.pop("calls", None)
-        one_call = float(send.units(unit))
+        send = ticket.send
+        unit: Unit = "tokens" if hit.kind == "tokens" else self._request_unit_after(send, hit.limit, ticket.sent_at)
         if unit != "calls":  # a call-counting quota is the same for any batch size
             self.sizer.rate_limited(send.texts, send.units(unit) / hit.limit)
-            one_call *= min(1.0, self.sizer.size / max(1, send.texts))  # the calls to come are this size
-        current = self.buckets.get(unit)
-        period = window / _SAFETY if window else (current.period if current else None)
-        if period is None:  # nothing to go on yet: the pause alone, until a later 429 tells more
+        known = self.quotas.get(unit)
+        votes = self._votes.setdefault(unit, WindowVotes())
+        if known is not None and known.limit == hit.limit and ticket.sent_at >= known.since:
+            votes.refused_at(known.window)  # our replica let this call through: its window was too short
+        self._add_window_evidence(unit, votes, hit, ticket, now)
+        window = votes.pace() or (known.window if known else None)
+        if window is None:  # no RetryInfo yet to infer the window from: the pause, and fewer at once
+            self.limiter.shrink()
             return
-        if current is None or abs(current.period - period) / period > 0.05 or current.quota != hit.limit:
-            # A small capacity spreads calls evenly over the window: a sliding-window quota then holds
-            # exactly `limit` at every moment, where bursts would overrun it after every pause.
-            # And the rate leaves one call's worth of room, so that however the calls fall, no window
-            # ever holds more than the limit.
-            rate = max(hit.limit * 0.5, hit.limit - one_call)
-            capacity = max(one_call, hit.limit * 0.1)
-            self.buckets[unit] = TokenBucket(rate, period, capacity, quota=hit.limit)
-            self.stats.learned = f"{hit.limit} {unit} / {period:.1f}s"
-        self.buckets[unit].drain()
+        margin = known.margin if known else (_TOKEN_MARGIN if unit == "tokens" else 0.0)
+        if known is None or known.window != window or known.limit != hit.limit:
+            self.quotas[unit] = Quota(unit, hit.limit, window, margin, since=now)
+        self.stats.learned = f"{hit.limit} {unit} / {window:.2f}s"
 
-    def _forget(self, send: Send) -> None:
-        for index in range(len(self._sent) - 1, -1, -1):
-            if self._sent[index][1] is send:
-                del self._sent[index]
-                return
+    def _add_window_evidence(self, unit: Unit, votes: WindowVotes, hit: QuotaHit, ticket: Ticket, now: float) -> None:
+        if hit.limit is None:
+            return
+        interval = window_interval(
+            [(t.sent_at, t.answered_at, t.send.units(unit)) for t in self._sent if t.sent_at <= ticket.sent_at],
+            counted_before=hit.limit - ticket.send.units(unit),
+            frees_at=now + (hit.retry_after or 0.0),
+            now=now,
+            tolerance=0.05 if unit == "tokens" else 0.0,
+        )
+        if interval is None:
+            return
+        if hit.retry_after is None:
+            # Without RetryInfo we only know the send that would free the room is still counted: the
+            # window is longer than the time since it was sent, and than the window in use if that
+            # let the call through. Guess half as long again, and send fewer at once while guessing.
+            known = self.quotas.get(unit)
+            in_use = known.window if known is not None and ticket.sent_at >= known.since else 0.0
+            votes.refused_at(max(interval[1], in_use) * 1.5)
+            self.limiter.shrink()
+        else:
+            votes.add(interval)
 
-    def _request_unit_after(self, send: Send, limit: int, now: float) -> Unit:
-        """Decide whether the request quota counts calls or texts. If the calls sent within the quota's
-        window stay well under its limit while the texts sent reach it, the server counts texts."""
+    def _relax_windows(self, now: float) -> None:
+        """After two quiet windows, try a shorter window (a window too long never shows itself)."""
+        for unit, quota in self.quotas.items():
+            votes = self._votes.get(unit)
+            if votes is not None and now - self._last_429 >= 2 * quota.window:
+                quota.window, quota.since = votes.relaxed(quota.window), now
+                self._last_429 = now  # one step per quiet spell
+
+    def _request_unit_after(self, send: Send, limit: int, sent_at: float) -> Unit:
+        """Decide whether the request quota counts calls or texts: if all the calls we sent before
+        this one can't reach its limit but the texts can, the server counts texts."""
         if self.request_unit == "calls" and send.texts > 1:
-            calls = self.buckets.get("calls")
-            window = calls.period if calls else None
-            if window:
-                recent = [sent for at, sent in self._sent if at >= now - window]
-                calls_sent = sum(x.calls for x in recent) + send.calls
-                texts_sent = sum(x.texts for x in recent) + send.texts
-                if calls_sent < 0.5 * limit and texts_sent >= 0.8 * limit:
-                    self.request_unit = "texts"
-                    del self.buckets["calls"]
+            earlier = [t.send for t in self._sent if t.sent_at <= sent_at]
+            calls_sent = sum(s.calls for s in earlier)  # the refused call is not among them
+            texts_sent = sum(s.texts for s in earlier)
+            if calls_sent + send.calls <= limit < texts_sent + send.texts:
+                self.request_unit = "texts"
+                self.quotas.pop("calls", None)
+                self._votes.pop("calls", None)
         return self.request_unit
 
-    def _infer_window(self, unit: Unit, used_before: int, frees_at: float) -> float | None:
-        """The window W of a sliding quota: walking back through our sends until they add up to what
-        the server counted before this call (our token counts are estimates, so take the send where
-        the sum comes closest), the oldest of them leaves the window at `frees_at`: W = frees_at - its
-        time. None when our log can't explain the count."""
-        total = 0
-        previous: tuple[int, float] | None = None
-        for at, send in reversed(self._sent):
-            total += send.units(unit)
-            if total >= used_before:
-                best = at
-                if previous is not None and used_before - previous[0] < total - used_before:
-                    best = previous[1]
-                window = frees_at - best
-                return window if window > 0 else None
-            previous = (total, at)
-        return None
+    def _answered_now(self, ticket: Ticket) -> None:
+        if ticket in self._in_flight:
+            self._in_flight.discard(ticket)
+            ticket.answered_at = time.monotonic()
+            self._answer.set()
+
+    def _withdraw(self, ticket: Ticket) -> None:
+        if ticket in self._in_flight:
+            self._in_flight.discard(ticket)
+            with suppress(ValueError):
+                self._sent.remove(ticket)
+            self._answer.set()
+
+    def _trim(self, now: float) -> None:
+        while self._sent and self._sent[0].sent_at < now - _LOG_SECONDS and self._sent[0] not in self._in_flight:
+            self._sent.popleft()

@@ -20,7 +20,7 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from modules.errors import RateLimitedError, TransientEmbeddingError
-from modules.pacing import Pacer, QuotaHit, Send
+from modules.pacing import Pacer, QuotaHit, Send, Ticket
 from modules.reporting import RunStats
 from modules.settings import Settings
 
@@ -58,6 +58,7 @@ class _CallState:
         self.rate_limited = 0
         self.rate_wait = 0.0
         self.next_wait = 0.0
+        self.ticket: Ticket | None = None  # the pacer's record of the attempt in flight
 
 
 async def call_with_retries(
@@ -81,7 +82,8 @@ async def call_with_retries(
             wait = max(0.05, wait) * (1.0 + random.random() * 0.1)  # jitter so paused senders don't stampede
             kind = error.quota_kind if error.quota_kind in ("requests", "tokens") else None
             hit = QuotaHit(error.retry_after, kind, error.quota_limit)  # type: ignore[arg-type]
-            pacer.rate_limited(wait, hit, send)
+            if state.ticket is not None:
+                pacer.rate_limited(wait, hit, state.ticket)
             state.rate_wait += wait
             log.warning(
                 "⏳ レート制限 (429): %.1f秒待機します (全バッチを一時停止%s)",
@@ -89,6 +91,9 @@ async def call_with_retries(
                 "" if error.retry_after is not None else "・RetryInfo なし",
             )
         else:
+            if state.ticket is not None:
+                refused = isinstance(error, TransientEmbeddingError) and error.refused
+                pacer.failed(state.ticket, charged=not refused)
             state.transient += 1
             wait = policy.backoff(state.transient)
             log.warning("🔁 リトライ %d/%d (%.1f秒後): %s", state.transient, policy.max_retries, wait, error)
@@ -107,9 +112,14 @@ async def call_with_retries(
         reraise=True,
     ):
         with attempt:
-            await pacer.wait_turn(send)
+            state.ticket = await pacer.wait_turn(send)
             started = time.monotonic()
-            result = await call()
-            pacer.succeeded(send, time.monotonic() - started)
+            try:
+                result = await call()
+            except BaseException as exc:
+                if not isinstance(exc, (RateLimitedError, TransientEmbeddingError)):
+                    pacer.failed(state.ticket, charged=True)  # decide() sees only retryable errors
+                raise
+            pacer.succeeded(state.ticket, time.monotonic() - started)
             return result
     raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover

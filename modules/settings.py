@@ -104,6 +104,7 @@ class Settings:
     max_concurrency: int = 8
     rpm: int | None = None
     tpm: int | None = None
+    quota_window: float = 60.0
     request_timeout: float = 60.0
     max_input_tokens: int = 2048
     overlong: OverlongPolicy = "truncate"
@@ -304,6 +305,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         max_concurrency=read.integer("EMBEDDING_MAX_CONCURRENCY", 8, 1, 64),
         rpm=read.optional_integer("EMBEDDING_RPM", 1),
         tpm=read.optional_integer("EMBEDDING_TPM", 1),
+        quota_window=read.number("EMBEDDING_QUOTA_WINDOW", 60.0, 0.01, 86400.0),
         request_timeout=read.number("EMBEDDING_REQUEST_TIMEOUT", 60.0, 0.1, 3600.0),
         max_input_tokens=read.integer("EMBEDDING_MAX_INPUT_TOKENS", 2048, 1, 1_000_000),
         overlong="fail"

@@ -63,7 +63,7 @@ def test_throughput_quick_run_writes_every_row_and_loses_nothing(tmp_path: Path)
     section = report["modes"]["text"]
     assert section["ceiling"]["api_calls"] == 2
     rows = {r["row"]: r for r in section["rows"]}
-    assert list(rows) == ["original", "langchain", "ours-10", "ours-auto"]
+    assert list(rows) == ["original", "langchain", "ours-10", "ours-auto", "ours-given"]
     assert rows["langchain"]["status"] in ("ok", "skipped")  # skipped where its own venv is absent (CI)
     for name, row in rows.items():
         if row["status"] == "skipped":
@@ -71,10 +71,11 @@ def test_throughput_quick_run_writes_every_row_and_loses_nothing(tmp_path: Path)
         assert row["status"] == "ok", (name, row.get("error_tail"))
         assert set(row) >= THROUGHPUT_COLUMNS, (name, THROUGHPUT_COLUMNS - set(row))
         assert row["chunks_per_second"] > 0 and row["api_calls"] > 0 and row["peak_rss_mb"] > 0
-    for name in ("original", "ours-10", "ours-auto"):
+    for name in ("original", "ours-10", "ours-auto", "ours-given"):
         assert rows[name]["lost"] == 0, (name, rows[name]["db"])
         assert rows[name]["db"]["wrong"] == 0
-    assert rows["ours-auto"]["db"]["embedded"] == 200
+    assert rows["ours-auto"]["db"]["embedded"] == rows["ours-given"]["db"]["embedded"] == 200
+    assert rows["ours-given"]["client"]["settings"]["EMBEDDING_QUOTA_WINDOW"]  # the quota was told up front
     assert section["targets"]["evaluated"] is True
 
 

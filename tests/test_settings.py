@@ -47,6 +47,8 @@ def test_model_prefix_is_accepted() -> None:
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"SUPABASE_URL": "https://x.supabase.co"}, "SUPABASE_KEY"),
         ({"EMBEDDING_TASK_TYPE": "NOPE"}, "EMBEDDING_TASK_TYPE"),
+        ({"EMBEDDING_QUOTA_WINDOW": "0"}, "EMBEDDING_QUOTA_WINDOW"),
+        ({"EMBEDDING_RPM": "0"}, "EMBEDDING_RPM"),
     ],
 )
 def test_a_wrong_value_names_its_setting_in_one_line(env: dict[str, str], setting: str) -> None:
@@ -60,3 +62,9 @@ def test_a_wrong_value_names_its_setting_in_one_line(env: dict[str, str], settin
 def test_batch_size_auto() -> None:
     s = load_settings(env={"EMBEDDING_BATCH_SIZE": "auto"})
     assert s.batch_size == "auto" and s.fixed_batch_size is None
+
+
+def test_a_given_quota_and_its_window() -> None:
+    s = load_settings(env={"EMBEDDING_RPM": "1500", "EMBEDDING_TPM": "1000000", "EMBEDDING_QUOTA_WINDOW": "1.875"})
+    assert (s.rpm, s.tpm, s.quota_window) == (1500, 1_000_000, 1.875)
+    assert load_settings(env={}).quota_window == 60.0

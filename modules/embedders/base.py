@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 # Everything outside ASCII (kana, kanji in and beyond the BMP, CJK punctuation, hangul, emoji,
 # accented letters, other scripts) counts one token per character: never less than Gemini counts.
-_WIDE_CHARS = re.compile("[^\x00-\x7f]")
+_ASCII_RUNS = re.compile("[\x00-\x7f]+")
 
 Vectors = npt.NDArray[np.float32]  # shape (n_texts, dimensions), rows L2-normalized
 
@@ -71,9 +71,11 @@ def estimate_tokens(text: str) -> int:
     Every non-ASCII character (kana, kanji, CJK punctuation such as 、。「」, hangul, emoji, other
     scripts) counts one token: Gemini's SentencePiece vocabulary often merges two Japanese characters,
     so this over-counts Japanese by up to about 2x, which is the safe side for quota pacing and the
-    2,048-token input limit. ASCII text counts one token per 4 characters.
+    2,048-token input limit. Each run of ASCII between them counts one token per 4 characters,
+    rounded up: a number or a word inside Japanese text ("2026年", "VPNに") is at least one token.
     """
     if not text:
         return 0
-    cjk = len(text) - len(_WIDE_CHARS.sub("", text))
-    return cjk + (len(text) - cjk + 3) // 4
+    runs = _ASCII_RUNS.findall(text)
+    ascii_chars = sum(len(run) for run in runs)
+    return len(text) - ascii_chars + sum((len(run) + 3) // 4 for run in runs)

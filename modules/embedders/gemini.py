@@ -146,7 +146,7 @@ def classify_api_error(exc: genai_errors.APIError) -> EmbeddingError:
         kind, limit = quota_violation(exc.details)
         return RateLimitedError(summary, retry_delay_from(exc.details), kind, limit)
     if code in (408, 500, 502, 503, 504) or code >= 500:
-        return TransientEmbeddingError(summary)
+        return TransientEmbeddingError(summary, refused=code in (500, 502, 503))
     if code in (401, 403, 404):
         return ProviderConfigError(summary)
     reasons = _error_reasons(exc.details)
