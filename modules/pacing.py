@@ -317,10 +317,10 @@ class Pacer:
             votes.add(interval)
 
     def _relax_windows(self, now: float) -> None:
-        """After two quiet windows, try a shorter window (a window too long never shows itself)."""
+        """After a quiet spell, try a shorter window (a window too long never shows itself)."""
         for unit, quota in self.quotas.items():
             votes = self._votes.get(unit)
-            if votes is not None and now - self._last_429 >= 2 * quota.window:
+            if votes is not None and now - self._last_429 >= votes.quiet_windows() * quota.window:
                 quota.window, quota.since = votes.relaxed(quota.window), now
                 self._last_429 = now  # one step per quiet spell
 

@@ -75,9 +75,16 @@ class WindowVotes:
     def __init__(self, keep: int = 32) -> None:
         self._intervals: deque[tuple[float, float]] = deque(maxlen=keep)
         self._too_short = 0.0
+        self.refusals = 0
 
     def refused_at(self, window: float) -> None:
         self._too_short = max(self._too_short, window)
+        self.refusals += 1
+
+    def quiet_windows(self) -> float:
+        """How many quiet windows before trying shorter: each refusal makes the probing rarer, since
+        every probe below the true window costs a few 429s."""
+        return 2.0 * 2 ** min(self.refusals, 2)
 
     def pace(self) -> float | None:
         """The window to pace by after a 429: the long end of the evidence, unless a window that was
@@ -96,7 +103,8 @@ class WindowVotes:
         if shortest is None:
             return current
         floor = max(shortest, self._too_short * (1 + self.STEP))
-        return max(floor, current * (1 - self.RELAX)) if current > floor else current
+        step = self.RELAX / (1 + self.refusals)  # smaller steps once a probe went too far
+        return max(floor, current * (1 - step)) if current > floor else current
 
     def add(self, interval: tuple[float, float]) -> None:
         self._intervals.append(interval)
