@@ -84,7 +84,7 @@ class WindowVotes:
     def quiet_windows(self) -> float:
         """How many quiet windows before trying shorter: each refusal makes the probing rarer, since
         every probe below the true window costs a few 429s."""
-        return 2.0 * 2 ** min(self.refusals, 2)
+        return 2.0 * float(2 ** min(self.refusals, 2))
 
     def pace(self) -> float | None:
         """The window to pace by after a 429: the long end of the evidence, unless a window that was
