@@ -32,12 +32,12 @@ from typing import Literal
 from modules.windows import WindowVotes, window_interval
 
 Unit = Literal["calls", "texts", "tokens"]
-_LOG_SECONDS = 900.0  # how far back sends are remembered, to infer a quota window
+_LOG_SECONDS = 300.0  # how far back sends are remembered, to infer a quota window (minutes are typical)
 _TOKEN_MARGIN = 0.02  # token counts are local estimates: keep this share of a token quota free
 _ANSWER_POLL = 1.0  # re-check at least this often while only in-flight calls can free room
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Send:
     """What one API call costs, in each unit a quota may count."""
 
@@ -58,7 +58,7 @@ class QuotaHit:
     limit: int | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ticket:
     """One call as the pacer logged it: sent at `sent_at`, answered at `answered_at` (None in flight)."""
 
