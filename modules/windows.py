@@ -63,48 +63,56 @@ def _answered(send: LoggedSend, now: float) -> float:
 class WindowVotes:
     """Intervals from successive 429s; the window is where most of them overlap.
 
-    The pace uses the long end of that stretch (safe within the evidence). A window too long is never
-    corrected by a 429, so after a quiet spell the pacer tries a shorter one (`relaxed`); a 429 then
-    marks the window in use as too short (`refused_at`), and the pace never goes that low again.
-    Timing jitter between our send and the server's count is covered the same way: a 429 at a window
-    the evidence calls right moves the pace a little above it."""
+    The pace starts at the long end of that stretch (safe within the evidence). A window too long is
+    never corrected by a 429, so after each quiet spell the pacer tries a shorter one (`relaxed`). A
+    429 on a call that the replica let through proves the window in use too short (`refused_at`); a
+    quiet spell at the quota suggests the window in use is long enough. Between the two, the search
+    halves the gap, and after a refusal the pace goes back to the last window that ran quiet. Timing
+    jitter between our send and the server's count is covered the same way."""
 
-    STEP = 0.005  # how far above a refused window the pace goes
-    RELAX = 0.02  # how much shorter each quiet spell tries, at most
+    STEP = 0.01  # after a refusal with no quiet window known, this much longer
+    RELAX = 0.03  # the first probes' step, before any refusal
+    RESOLUTION = 0.003  # stop probing once the refused and the quiet window are this close
 
     def __init__(self, keep: int = 32) -> None:
         self._intervals: deque[tuple[float, float]] = deque(maxlen=keep)
-        self._too_short = 0.0
+        self._too_short = 0.0  # the longest window a 429 proved too short
+        self._quiet: float | None = None  # the shortest window that ran a quiet spell
         self.refusals = 0
 
     def refused_at(self, window: float) -> None:
         self._too_short = max(self._too_short, window)
+        if self._quiet is not None and self._quiet <= window:
+            self._quiet = None  # a window that once ran quiet was refused: timing moved, prove one again
         self.refusals += 1
 
     def quiet_windows(self) -> float:
         """How many quiet windows before trying shorter: each refusal makes the probing rarer, since
         every probe below the true window costs a few 429s."""
-        return 2.0 * float(2 ** min(self.refusals, 2))
+        return float(2 ** min(self.refusals, 3))
 
     def pace(self) -> float | None:
-        """The window to pace by after a 429: the long end of the evidence, unless a window that was
-        in use got refused; then just above that one (the evidence's long end errs long)."""
+        """The window to pace by after a 429."""
         best = self.best()
         if not self._too_short:
             return best
-        if best is None:
-            return self._too_short * (1 + self.STEP)
+        if self._quiet is not None and self._quiet > self._too_short:
+            return self._quiet
         above_refused = self._too_short * (1 + self.STEP)
-        return min(best, above_refused) if self._too_short < best else above_refused
+        return min(best, above_refused) if best is not None and best > self._too_short else above_refused
 
     def relaxed(self, current: float) -> float:
-        """A shorter window to try after a quiet spell: a small step, never below what is known too short."""
+        """`current` ran a quiet spell: the next, shorter window to try."""
+        if self._quiet is None or current < self._quiet:
+            self._quiet = current
+        if self._too_short:
+            if current - self._too_short <= self.RESOLUTION * current:
+                return current
+            return (current + self._too_short) / 2
         shortest = self.shortest()
-        if shortest is None:
+        if shortest is None or current <= shortest:
             return current
-        floor = max(shortest, self._too_short * (1 + self.STEP))
-        step = self.RELAX / (1 + self.refusals)  # smaller steps once a probe went too far
-        return max(floor, current * (1 - step)) if current > floor else current
+        return max(shortest, current * (1 - self.RELAX))
 
     def add(self, interval: tuple[float, float]) -> None:
         self._intervals.append(interval)

@@ -78,7 +78,7 @@ def test_a_429_on_a_call_the_replica_admitted_moves_the_window_above_the_one_in_
     time.sleep(0.01)
     ticket = refused(pacer, Send(1, 10, 500))  # sent under the learned model, yet refused
     pacer.rate_limited(0.01, QuotaHit(0.01, "requests", 10), ticket)
-    assert pacer.quotas["calls"].window >= first * 1.005
+    assert pacer.quotas["calls"].window >= first * 1.01
 
 
 def test_the_replica_admits_until_the_window_is_full_then_waits_for_the_oldest_to_leave() -> None:
@@ -131,9 +131,21 @@ def test_window_votes_follow_the_majority_not_one_odd_429() -> None:
         votes.add(interval)
     assert votes.best() == pytest.approx(1.90)
     assert votes.shortest() == pytest.approx(1.85)
-    assert 1.85 <= votes.relaxed(1.90) < 1.90
-    votes.refused_at(1.90)  # a 429 at the best estimate: the pace moves just above it
-    assert votes.pace() == pytest.approx(1.90 * 1.005)
+
+
+def test_the_window_search_halves_the_gap_between_refused_and_quiet_windows() -> None:
+    votes = WindowVotes()
+    votes.add((1.80, 2.00))
+    assert votes.pace() == pytest.approx(2.00)  # the long end of the evidence first
+    probe = votes.relaxed(2.00)  # 2.00 ran quiet: try 3% shorter
+    assert probe == pytest.approx(1.94)
+    votes.refused_at(1.96)  # a 429 at 1.96
+    assert votes.pace() == pytest.approx(2.00)  # back to the last window that ran quiet
+    assert votes.relaxed(2.00) == pytest.approx(1.98)  # then halfway between
+    assert votes.relaxed(1.98) == pytest.approx(1.97)  # 1.98 ran quiet too
+    assert votes.relaxed(1.965) == pytest.approx(1.965)  # within 0.3%: the search stops
+    votes.refused_at(1.965)  # jitter at the settled window: 1% longer, and it must run quiet again
+    assert votes.pace() == pytest.approx(1.965 * 1.01)
 
 
 def test_auto_batch_size_shrinks_on_slow_answers_and_grows_back_on_fast_ones() -> None:
