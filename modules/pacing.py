@@ -21,6 +21,7 @@ request quota that the calls sent cannot explain but the texts sent can proves t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -32,6 +33,8 @@ from typing import Literal
 from modules.windows import WindowVotes, window_interval
 
 Unit = Literal["calls", "texts", "tokens"]
+_UNIT_NAMES: dict[Unit, str] = {"calls": "リクエスト", "texts": "テキスト", "tokens": "トークン"}
+log = logging.getLogger("batch_embedding")
 _LOG_SECONDS = 300.0  # how far back sends are remembered, to infer a quota window (minutes are typical)
 _TOKEN_MARGIN = 0.02  # token counts are local estimates: keep this share of a token quota free
 _ANSWER_POLL = 1.0  # re-check at least this often while only in-flight calls can free room
@@ -291,6 +294,8 @@ class Pacer:
         margin = known.margin if known else (_TOKEN_MARGIN if unit == "tokens" else 0.0)
         if known is None or known.window != window or known.limit != hit.limit:
             self.quotas[unit] = Quota(unit, hit.limit, window, margin, since=now)
+            if known is None or known.limit != hit.limit:
+                log.info("📏 クォータを学習: %.2f秒あたり %d %s", window, hit.limit, _UNIT_NAMES[unit])
         self.stats.learned = f"{hit.limit} {unit} / {window:.2f}s"
 
     def _add_window_evidence(self, unit: Unit, votes: WindowVotes, hit: QuotaHit, ticket: Ticket, now: float) -> None:
