@@ -82,14 +82,14 @@ async def call_with_retries(
             wait = max(0.05, wait) * (1.0 + random.random() * 0.1)  # jitter so paused senders don't stampede
             kind = error.quota_kind if error.quota_kind in ("requests", "tokens") else None
             hit = QuotaHit(error.retry_after, kind, error.quota_limit)  # type: ignore[arg-type]
-            if state.ticket is not None:
-                pacer.rate_limited(wait, hit, state.ticket)
             state.rate_wait += wait
             log.warning(
                 "⏳ レート制限 (429): %.1f秒待機します (全バッチを一時停止%s)",
                 wait,
                 "" if error.retry_after is not None else "・RetryInfo なし",
             )
+            if state.ticket is not None:
+                pacer.rate_limited(wait, hit, state.ticket)
         else:
             if state.ticket is not None:
                 refused = isinstance(error, TransientEmbeddingError) and error.refused
