@@ -79,43 +79,31 @@ class Quota:
     window: float
     margin: float = 0.0
     since: float = 0.0  # when this model took effect: calls sent before it were not admitted by it
-    # A learned window is measured from our send times, so it already holds the moment between our
-    # send and the server's count. A given one is not: count each call until a window after its answer.
-    from_answer: bool = False
 
     @property
     def room(self) -> float:
         return self.limit * (1.0 - self.margin)
 
     def wait_time(
-        self, amount: int, sent: Sequence[Ticket], in_flight: AbstractSet[Ticket], now: float, lookback: float = 0.0
+        self, amount: int, sent: Sequence[Ticket], in_flight: AbstractSet[Ticket], now: float
     ) -> float | None:
         """Seconds until the window has room for `amount` more (0: now). None when only calls still
         in flight hold the room: their answers must come first. A call bigger than the whole quota
-        goes alone, once nothing else is counted. `lookback`: the longest a call has taken, so that a
-        quota counted from answers still sees a call sent long ago but answered recently."""
-        horizon = now - self.window
-        cutoff = horizon - (lookback if self.from_answer else 0.0)
-        leaving: list[tuple[float, int]] = []  # (when it leaves the window, units)
-        held = sum(t.send.units(self.unit) for t in in_flight if t.sent_at <= cutoff)  # slow calls still count
+        goes alone, once nothing else is counted."""
+        counted: list[Ticket] = []  # sends still inside the window, newest first
         for ticket in reversed(sent):
-            if ticket.sent_at <= cutoff:
+            if ticket.sent_at <= now - self.window:
                 break
-            units = ticket.send.units(self.unit)
-            if not self.from_answer:
-                leaving.append((ticket.sent_at + self.window, units))
-            elif ticket.answered_at is None:
-                held += units
-            elif ticket.answered_at > horizon:
-                leaving.append((ticket.answered_at + self.window, units))
-        used = held + sum(units for _, units in leaving)
+            counted.append(ticket)
+        stuck = [t for t in in_flight if t.sent_at <= now - self.window]  # slow calls are still counted
+        used = sum(t.send.units(self.unit) for t in counted) + sum(t.send.units(self.unit) for t in stuck)
         if used + amount <= self.room or used == 0:
             return 0.0
         excess = used + amount - self.room
-        for leaves_at, units in sorted(leaving):  # the first to leave the window first
-            excess -= units
+        for ticket in reversed(counted):  # oldest first: the first to leave the window
+            excess -= ticket.send.units(self.unit)
             if excess <= 0:
-                return leaves_at - now
+                return ticket.sent_at + self.window - now
         return None
 
 
@@ -210,10 +198,11 @@ class Pacer:
     ) -> None:
         self.request_unit: Unit = "calls"
         self.quotas: dict[Unit, Quota] = {}
+        # A given quota's window is stretched by 1%: the server counts a call a moment after we send it.
         if rpm:
-            self.quotas["calls"] = Quota("calls", rpm, window_seconds, from_answer=True)
+            self.quotas["calls"] = Quota("calls", rpm, window_seconds * 1.01)
         if tpm:
-            self.quotas["tokens"] = Quota("tokens", tpm, window_seconds, _TOKEN_MARGIN, from_answer=True)
+            self.quotas["tokens"] = Quota("tokens", tpm, window_seconds * 1.01, _TOKEN_MARGIN)
         self.limiter = AdaptiveLimiter(concurrency, max_concurrency, adaptive)
         self.sizer = BatchSizer(batch_size, max_batch, slow_seconds)
         self.stats = PacerStats()
@@ -224,7 +213,6 @@ class Pacer:
         self._sent: deque[Ticket] = deque()  # every call, in the order sent (to infer windows)
         self._in_flight: set[Ticket] = set()
         self._last_429 = time.monotonic()
-        self._longest_flight = 0.0
 
     @property
     def batch_size(self) -> int:
@@ -243,7 +231,7 @@ class Pacer:
                 waits = [self._paused_until - now]
                 blocked_by_flight = False
                 for unit, quota in self.quotas.items():
-                    wait = quota.wait_time(send.units(unit), self._sent, self._in_flight, now, self._longest_flight)
+                    wait = quota.wait_time(send.units(unit), self._sent, self._in_flight, now)
                     if wait is None:
                         blocked_by_flight = True
                     else:
@@ -358,7 +346,6 @@ class Pacer:
         if ticket in self._in_flight:
             self._in_flight.discard(ticket)
             ticket.answered_at = time.monotonic()
-            self._longest_flight = max(self._longest_flight, ticket.answered_at - ticket.sent_at)
             self._answer.set()
 
     def _withdraw(self, ticket: Ticket) -> None:
