@@ -211,3 +211,18 @@ async def test_a_batch_spanning_two_documents_never_resends_the_part_that_succee
     assert sorted(simulator.stats.embeds_per_text.values()) == [1] * 9
     rows = await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE doc_id = 'a' AND embedding IS NOT NULL")
     assert rows[0][0] == 5
+
+
+async def test_a_quota_given_up_front_is_kept(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    simulator.config.rpm = 10
+    simulator.config.window_seconds = 1.0
+    await seed_chunks(database_url, corpus(200, docs=2))
+    settings = gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_RPM="10", EMBEDDING_QUOTA_WINDOW="1")
+    stats, status = await run_all(settings)
+    assert (stats.embedded, status.pending) == (200, 0)
+    # Paced from the first call: at most the cold start's first calls, which reach the server late, may
+    # overrun a window this short (a 429 then turns the given quota into a learned one).
+    assert simulator.stats.status_counts.get(429, 0) <= 2
+    assert stats.elapsed >= 1.0  # 20 calls at 10 per second: the quota was kept, not ignored

@@ -189,3 +189,16 @@ def test_the_token_estimate_counts_japanese_per_character_and_ascii_runs_per_fou
 def test_the_token_estimate_never_undercounts_the_simulators_tokenizer_on_the_benchmark_corpus() -> None:
     texts = [chunk.content for chunk in generate(300, seed=3)]
     assert sum(estimate_tokens(t) for t in texts) >= sum(count_tokens(t) for t in texts)
+
+
+def test_a_server_error_answer_frees_its_room_but_a_timeout_does_not() -> None:
+    pacer = Pacer(rpm=2, window_seconds=60.0)
+    quota = pacer.quotas["calls"]
+    refused_by_server = refused(pacer, Send(1, 1, 10))
+    pacer.failed(refused_by_server, charged=False)  # a 503: the server did no work
+    timed_out = refused(pacer, Send(1, 1, 10))
+    pacer.failed(timed_out, charged=True)  # a timeout: it may have been counted
+    now = time.monotonic()
+    assert quota.wait_time(1, pacer._sent, pacer._in_flight, now) == 0.0  # one of two used
+    wait = quota.wait_time(2, pacer._sent, pacer._in_flight, now)
+    assert wait is not None and wait > 0  # not room for two
