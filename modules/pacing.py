@@ -49,7 +49,8 @@ class Send:
     tokens: int
 
     def units(self, unit: Unit) -> int:
-        return {"calls": self.calls, "texts": self.texts, "tokens": self.tokens}[unit]
+        value: int = getattr(self, unit)  # the unit names are the field names
+        return value
 
 
 @dataclass(frozen=True)
@@ -284,9 +285,11 @@ class Pacer:
             self.sizer.rate_limited(send.texts, send.units(unit) / hit.limit)
         known = self.quotas.get(unit)
         votes = self._votes.setdefault(unit, WindowVotes())
-        if known is not None and known.limit == hit.limit and ticket.sent_at >= known.since:
-            votes.refused_at(known.window)  # our replica let this call through: its window was too short
-        self._add_window_evidence(unit, votes, hit, ticket, now)
+        # The window our replica let this call through with, if it did: that window was too short.
+        in_use = known.window if known and known.limit == hit.limit and ticket.sent_at >= known.since else None
+        if in_use is not None:
+            votes.refused_at(in_use)
+        self._add_window_evidence(unit, votes, hit.limit, hit.retry_after, ticket, in_use or 0.0, now)
         window = votes.pace() or (known.window if known else None)
         if window is None:  # no RetryInfo yet to infer the window from: the pause, and fewer at once
             self.limiter.shrink()
@@ -298,24 +301,29 @@ class Pacer:
                 log.info("📏 クォータを学習: %.2f秒あたり %d %s", window, hit.limit, _UNIT_NAMES[unit])
         self.stats.learned = f"{hit.limit} {unit} / {window:.2f}s"
 
-    def _add_window_evidence(self, unit: Unit, votes: WindowVotes, hit: QuotaHit, ticket: Ticket, now: float) -> None:
-        if hit.limit is None:
-            return
+    def _add_window_evidence(
+        self,
+        unit: Unit,
+        votes: WindowVotes,
+        limit: int,
+        retry_after: float | None,
+        ticket: Ticket,
+        in_use: float,
+        now: float,
+    ) -> None:
         interval = window_interval(
             [(t.sent_at, t.answered_at, t.send.units(unit)) for t in self._sent if t.sent_at <= ticket.sent_at],
-            counted_before=hit.limit - ticket.send.units(unit),
-            frees_at=now + (hit.retry_after or 0.0),
+            counted_before=limit - ticket.send.units(unit),
+            frees_at=now + (retry_after or 0.0),
             now=now,
             tolerance=0.05 if unit == "tokens" else 0.0,
         )
         if interval is None:
             return
-        if hit.retry_after is None:
+        if retry_after is None:
             # Without RetryInfo we only know the send that would free the room is still counted: the
             # window is longer than the time since it was sent, and than the window in use if that
             # let the call through. Guess half as long again, and send fewer at once while guessing.
-            known = self.quotas.get(unit)
-            in_use = known.window if known is not None and ticket.sent_at >= known.since else 0.0
             votes.refused_at(max(interval[1], in_use) * 1.5)
             self.limiter.shrink()
         else:

@@ -91,9 +91,6 @@ async def call_with_retries(
             if state.ticket is not None:
                 pacer.rate_limited(wait, hit, state.ticket)
         else:
-            if state.ticket is not None:
-                refused = isinstance(error, TransientEmbeddingError) and error.refused
-                pacer.failed(state.ticket, charged=not refused)
             state.transient += 1
             wait = policy.backoff(state.transient)
             log.warning("🔁 リトライ %d/%d (%.1f秒後): %s", state.transient, policy.max_retries, wait, error)
@@ -116,9 +113,11 @@ async def call_with_retries(
             started = time.monotonic()
             try:
                 result = await call()
+            except RateLimitedError:
+                raise  # decide() tells the pacer, with the pause it chose
             except BaseException as exc:
-                if not isinstance(exc, (RateLimitedError, TransientEmbeddingError)):
-                    pacer.failed(state.ticket, charged=True)  # decide() sees only retryable errors
+                refused = isinstance(exc, TransientEmbeddingError) and exc.refused
+                pacer.failed(state.ticket, charged=not refused)
                 raise
             pacer.succeeded(state.ticket, time.monotonic() - started)
             return result
