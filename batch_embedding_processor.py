@@ -11,7 +11,7 @@ Exit codes: 0 every selected chunk embedded, 1 some failed (or the run stopped e
 settings error, 130 interrupted.
 """
 
-from modules.cli_processor import main
+from modules.cli.processor import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

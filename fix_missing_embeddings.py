@@ -13,7 +13,7 @@ Exit codes: 0 every selected chunk embedded, 1 some failed (or the run stopped e
 settings error, 130 interrupted.
 """
 
-from modules.cli_repair import main
+from modules.cli.repair import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

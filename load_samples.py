@@ -6,7 +6,7 @@ name) are skipped, so running it twice changes nothing.
     python load_samples.py [FOLDER]
 """
 
-from modules.cli_samples import main
+from modules.cli.samples import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -8,7 +8,7 @@ text at the right dimension, and the status counts can be read. Nothing secret i
 Exit codes: 0 every check passed, 1 some check failed, 2 the settings cannot even be loaded.
 """
 
-from modules.selftest import main
+from modules.cli.selftest import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 
 from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.cli.logging_setup import configure_logging
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
-from modules.reporting import configure_logging
 from modules.settings import load_settings
 from tests.conftest import corpus, seed_chunks
 

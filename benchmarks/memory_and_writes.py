@@ -79,7 +79,7 @@ class NoopEmbedder:
         return self._pool[:1].copy()
 
     def estimate_tokens(self, text: str) -> int:
-        from modules.embedders.base import estimate_tokens
+        from modules.text import estimate_tokens
 
         return estimate_tokens(text)
 
@@ -107,7 +107,7 @@ def product_env(url: str, sim_url: str | None, batch_size: str, log_file: Path) 
 
 def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     from modules.batch_embedding import BatchEmbeddingGenerator
-    from modules.reporting import configure_logging
+    from modules.cli.logging_setup import configure_logging
     from modules.settings import load_settings
 
     settings = load_settings(env=product_env(args.db, args.sim, args.batch_size, Path(args.log_file)))

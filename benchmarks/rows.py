@@ -168,7 +168,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
     from modules.batch_embedding import BatchEmbeddingGenerator
-    from modules.reporting import configure_logging
+    from modules.cli.logging_setup import configure_logging
     from modules.settings import load_settings
 
     env = {

@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     window = 60.0 / speedup / args.windows_per_minute
     limits = {"rpm": args.rpm / args.windows_per_minute, "tpm": args.tpm / args.windows_per_minute}
 
-    from modules.embedders.base import estimate_tokens
     from modules.gemini_simulator import SimulatorConfig, count_tokens, run_simulator_in_thread
+    from modules.text import estimate_tokens
 
     corpus: list[Chunk] = list(generate(chunks_n, args.seed))
     tokens = sum(count_tokens(c.content) for c in corpus)

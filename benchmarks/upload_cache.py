@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
+from modules.cli.logging_setup import configure_logging
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import create_app, knowledge_lifespan
-from modules.reporting import configure_logging
 from modules.settings import PROJECT_ROOT, load_settings
 
 SAMPLES = PROJECT_ROOT / "samples"

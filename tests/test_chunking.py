@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from modules.embedders.base import estimate_tokens
 from modules.knowledge.chunking import (
     Chunk,
     ChunkingOptions,
@@ -16,6 +15,7 @@ from modules.knowledge.chunking import (
     split_sentences,
     split_with_offsets,
 )
+from modules.text import estimate_tokens
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_PATHS = sorted(

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from benchmarks.corpus import generate
-from modules.embedders.base import estimate_tokens
+from modules.engine.pacing import BatchSizer, Pacer, Quota, QuotaHit, Send, Ticket
+from modules.engine.windows import WindowVotes, window_interval
 from modules.gemini_simulator.tokens import count_tokens
-from modules.pacing import BatchSizer, Pacer, Quota, QuotaHit, Send, Ticket
-from modules.windows import WindowVotes, window_interval
+from modules.text import estimate_tokens
 
 
 def pacer_with_history(sends: list[tuple[float, Send]], latency: float = 0.01) -> Pacer:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-
-# Everything outside ASCII (kana, kanji in and beyond the BMP, CJK punctuation, hangul, emoji,
-# accented letters, other scripts) counts one token per character: never less than Gemini counts.
-_ASCII_RUNS = re.compile("[\x00-\x7f]+")
 
 Vectors = npt.NDArray[np.float32]  # shape (n_texts, dimensions), rows L2-normalized
 
@@ -63,19 +58,3 @@ def l2_normalize(vectors: Vectors) -> Vectors:
     norms[norms == 0] = 1.0
     normalized: Vectors = (vectors / norms).astype(np.float32, copy=False)
     return normalized
-
-
-def estimate_tokens(text: str) -> int:
-    """A local, conservative token estimate for Gemini's tokenizer.
-
-    Every non-ASCII character (kana, kanji, CJK punctuation such as 、。「」, hangul, emoji, other
-    scripts) counts one token: Gemini's SentencePiece vocabulary often merges two Japanese characters,
-    so this over-counts Japanese by up to about 2x, which is the safe side for quota pacing and the
-    2,048-token input limit. Each run of ASCII between them counts one token per 4 characters,
-    rounded up: a number or a word inside Japanese text ("2026年", "VPNに") is at least one token.
-    """
-    if not text:
-        return 0
-    runs = _ASCII_RUNS.findall(text)
-    ascii_chars = sum(len(run) for run in runs)
-    return len(text) - ascii_chars + sum((len(run) + 3) // 4 for run in runs)

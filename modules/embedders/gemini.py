@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from modules.embedders.base import EmbedRequest, Vectors, estimate_tokens, l2_normalize
+from modules.embedders.base import EmbedRequest, Vectors, l2_normalize
 from modules.errors import (
     EmbeddingError,
     PermanentEmbeddingError,
@@ -28,6 +28,7 @@ from modules.errors import (
     TransientEmbeddingError,
 )
 from modules.settings import GEMINI_MAX_BATCH, Settings
+from modules.text import estimate_tokens
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
 _RETRY_IN = re.compile(r"retry in ([0-9]*\.?[0-9]+)\s*(ms|s)\b", re.IGNORECASE)

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from modules.embedders.base import EmbedRequest, Vectors, estimate_tokens, l2_normalize
+from modules.embedders.base import EmbedRequest, Vectors, l2_normalize
 from modules.errors import ProviderConfigError
+from modules.text import estimate_tokens
 
 NATIVE_DIMENSIONS = 256
 _CONFIG = "l2_supercat"

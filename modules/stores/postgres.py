@@ -6,7 +6,6 @@ connection string. Every call is one short transaction; none is held open across
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -20,6 +19,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from modules.errors import StoreError, StoreUnavailableError
+from modules.logs import get_logger
 from modules.settings import TableNames
 from modules.stores.base import (
     CacheStats,
@@ -38,7 +38,7 @@ from modules.stores.base import (
 )
 from modules.stores.sql_templates import FUNCTION_FILES, SCHEMA_FILE, SqlContext, named_queries, read_sql_file, render
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 AConn = psycopg.AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x656D6271  # "embq": serializes concurrent migrations from several workers
 

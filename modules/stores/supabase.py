@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -34,6 +33,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 
 from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
+from modules.logs import get_logger
 from modules.settings import Secret, TableNames
 from modules.stores.base import (
     CacheStats,
@@ -52,7 +52,7 @@ from modules.stores.base import (
 )
 from modules.stores.migration_file import MIGRATION_NAME
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _MIGRATION_HINT = f"supabase/migrations/{MIGRATION_NAME}"
 _KEY_HINT = "use the project's service-role key (Dashboard → Project Settings → API keys → service_role / secret)"

@@ -21,7 +21,6 @@ request quota that the calls sent cannot explain but the texts sent can proves t
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -30,11 +29,12 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal
 
-from modules.windows import WindowVotes, window_interval
+from modules.engine.windows import WindowVotes, window_interval
+from modules.logs import get_logger
 
 Unit = Literal["calls", "texts", "tokens"]
 _UNIT_NAMES: dict[Unit, str] = {"calls": "リクエスト", "texts": "テキスト", "tokens": "トークン"}
-log = logging.getLogger("batch_embedding")
+log = get_logger(__name__)
 _LOG_SECONDS = 300.0  # how far back sends are remembered, to infer a quota window (minutes are typical)
 _TOKEN_MARGIN = 0.02  # token counts are local estimates: keep this share of a token quota free
 _ANSWER_POLL = 1.0  # re-check at least this often while only in-flight calls can free room

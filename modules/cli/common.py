@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from modules.cli.logging_setup import configure_logging, log_exception_to_file
 from modules.errors import (
     BatchEmbeddingError,
     ProviderConfigError,
@@ -17,7 +18,7 @@ from modules.errors import (
     StoreError,
     UnknownDocumentError,
 )
-from modules.reporting import configure_logging, log_exception_to_file, scrub
+from modules.logs import get_logger, scrub
 from modules.settings import Settings, SettingsError, load_settings
 
 EXIT_OK = 0  # every selected chunk ended embedded
@@ -25,7 +26,7 @@ EXIT_FAILED = 1  # some chunks are recorded failed, or the run stopped early (qu
 EXIT_USAGE = 2  # usage, settings, or environment error: nothing was attempted
 EXIT_INTERRUPTED = 130
 
-log = logging.getLogger("batch_embedding")
+log = get_logger(__name__)
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:

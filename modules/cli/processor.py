@@ -6,11 +6,11 @@ import argparse
 import json
 
 from modules.batch_embedding import BatchEmbeddingGenerator
-from modules.cli import EXIT_FAILED, EXIT_OK, add_logging_options, parse_args, run_main, safe_secrets, setup
+from modules.cli.common import EXIT_FAILED, EXIT_OK, add_logging_options, parse_args, run_main, safe_secrets, setup
+from modules.cli.progress import show_progress
+from modules.cli.status_view import format_status, status_dict
+from modules.engine.stats import RunStats
 from modules.errors import UnknownDocumentError
-from modules.progress import show_progress
-from modules.reporting import RunStats
-from modules.status_view import format_status, status_dict
 
 
 def positive_int(text: str) -> int:

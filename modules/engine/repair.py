@@ -14,20 +14,17 @@ Chunks recorded as failed are reported but left for `batch_embedding_processor.p
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.engine.stats import RunStats
 from modules.errors import UnknownDocumentError
-from modules.progress import show_progress
-from modules.reporting import RunStats
-from modules.status_view import format_status, status_dict
+from modules.logs import get_logger
 from modules.stores.base import QueueStatus, RepairResult, RepairRow
 
-log = logging.getLogger("batch_embedding")
-
-MAX_DOCUMENT_LINES = 50  # the human report lists at most this many documents; --json lists all
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,9 +115,10 @@ async def repair(
     doc_id: str | None = None,
     limit: int | None = None,
     dry_run: bool = False,
-    progress: bool = False,
+    progress: Callable[[BatchEmbeddingGenerator], AbstractAsyncContextManager[None]] | None = None,
 ) -> RepairOutcome:
-    """Report, reset (one transaction) and re-embed; with `dry_run`, only report what would be done."""
+    """Report, reset (one transaction) and re-embed; with `dry_run`, only report what would be done.
+    `progress`, if given, wraps the embedding run (the CLI passes its progress display)."""
     plan = await plan_repair(generator, doc_id=doc_id, limit=limit)
     log_plan(plan)
     store = generator.store
@@ -140,8 +138,8 @@ async def repair(
         )
     if applied.reset < plan.totals.to_reset:
         log.warning("⚠️ --limit のため %d件のリセットは次回に持ち越します", max(0, plan.totals.to_reset - applied.reset))
-    if progress:
-        async with show_progress(generator):
+    if progress is not None:
+        async with progress(generator):
             stats = await generator.run(doc_id=doc_id, limit=limit)
     else:
         stats = await generator.run(doc_id=doc_id, limit=limit)
@@ -166,70 +164,3 @@ def log_plan(plan: RepairPlan) -> None:
             "💡 失敗チャンク %d件はこの修復では再処理しません: python batch_embedding_processor.py --retry-only",
             t.failed,
         )
-
-
-# --- presentation ---------------------------------------------------------------------------------
-
-
-def format_row(row: RepairRow) -> str:
-    return (
-        f"  {row.name or row.doc_id} [{row.doc_id}]: 未埋め込み {row.missing} (うち失敗 {row.failed})"
-        f" | 期限切れリース {row.expired_leases} | モデル違い {row.wrong_model} | 次元違い {row.wrong_dimension}"
-    )
-
-
-def format_outcome(outcome: RepairOutcome) -> str:
-    plan = outcome.plan
-    t = plan.totals
-    lines = [f"🔧 埋め込み修復レポート (モデル: {plan.model_id}, 次元: {plan.dimensions})"]
-    if not plan.rows:
-        lines.append("  ✨ 修復が必要なチャンクはありません")
-    else:
-        lines.append("📄 ドキュメント別")
-        lines.extend(format_row(r) for r in plan.rows[:MAX_DOCUMENT_LINES])
-        if len(plan.rows) > MAX_DOCUMENT_LINES:
-            lines.append(f"  … 他 {len(plan.rows) - MAX_DOCUMENT_LINES} ドキュメント (--json で全件)")
-        lines.append(
-            f"  合計: 未埋め込み {t.missing} (うち失敗 {t.failed}) | 期限切れリース {t.expired_leases}"
-            f" | モデル違い {t.wrong_model} | 次元違い {t.wrong_dimension}"
-        )
-    lines.append("")
-    if outcome.dry_run:
-        lines.append("🧪 ドライラン: 何も変更していません。実行すると次の処理を行います")
-        lines.append(f"  🔓 期限切れリースの解放: {plan.would_release}件")
-        lines.append(f"  ♻️ 再埋め込みのためのリセット: {plan.would_reset}件 (モデル違い・次元違いのベクトル)")
-        lines.append(f"  🧠 バッチ埋め込み: {plan.would_embed}件")
-        if t.failed:
-            lines.append(
-                f"  💡 失敗チャンク {t.failed}件は再処理しません: python batch_embedding_processor.py --retry-only"
-            )
-    else:
-        applied = outcome.applied
-        if applied is not None:
-            lines.append(f"🔓 期限切れリースを解放: {applied.released_leases}件")
-            lines.append(
-                f"♻️ リセット: {applied.reset}件 (モデル違い {applied.wrong_model}, 次元違い {applied.wrong_dimension})"
-            )
-        if outcome.run is not None:
-            run = outcome.run
-            lines.append(f"🧠 バッチ埋め込み: 成功 {run.embedded}件 | 失敗 {run.failed}件")
-        lines.append("")
-        lines.append(format_status(outcome.status))
-    return "\n".join(lines)
-
-
-def outcome_dict(outcome: RepairOutcome) -> dict[str, Any]:
-    plan = outcome.plan
-    return {
-        "dry_run": outcome.dry_run,
-        "model": plan.model_id,
-        "dimensions": plan.dimensions,
-        "doc_id": plan.doc_id,
-        "limit": plan.limit,
-        "documents": [asdict(r) for r in plan.rows],
-        "totals": asdict(plan.totals),
-        "plan": {"release_leases": plan.would_release, "reset": plan.would_reset, "embed": plan.would_embed},
-        "applied": asdict(outcome.applied) if outcome.applied is not None else None,
-        "run": outcome.run.as_dict() if outcome.run is not None else None,
-        "status": status_dict(outcome.status),
-    }

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -19,12 +18,13 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from modules.engine.pacing import Pacer, QuotaHit, Send, Ticket
+from modules.engine.stats import RunStats
 from modules.errors import RateLimitedError, TransientEmbeddingError
-from modules.pacing import Pacer, QuotaHit, Send, Ticket
-from modules.reporting import RunStats
+from modules.logs import get_logger
 from modules.settings import Settings
 
-log = logging.getLogger("batch_embedding")
+log = get_logger(__name__)
 T = TypeVar("T")
 
 

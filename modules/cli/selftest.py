@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TextIO, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from modules.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_main
+from modules.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_main
+from modules.cli.logging_setup import configure_logging
 from modules.embedders import EmbedRequest, make_embedder
 from modules.errors import (
     PermanentEmbeddingError,
@@ -28,7 +29,7 @@ from modules.errors import (
     StoreUnavailableError,
     TransientEmbeddingError,
 )
-from modules.reporting import configure_logging, scrub
+from modules.logs import scrub
 from modules.settings import Settings, SettingsError, load_settings
 from modules.stores import ChunkStore, ColumnInfo, open_store, store_kind
 

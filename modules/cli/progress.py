@@ -12,9 +12,10 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
 
-from modules.reporting import RunStats
+from modules.engine.stats import RunStats
+from modules.logs import get_logger
 
-log = logging.getLogger("batch_embedding")
+log = get_logger(__name__)
 
 
 def _eta(stats: RunStats) -> str:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from modules.cli import EXIT_OK, add_logging_options, run_main, safe_secrets, setup
+from modules.cli.common import EXIT_OK, add_logging_options, run_main, safe_secrets, setup
 from modules.knowledge.ingest import TEXT_TYPES, ingest_file, knowledge_store
+from modules.logs import get_logger
 from modules.settings import PROJECT_ROOT
 from modules.stores import open_store
 
-log = logging.getLogger("batch_embedding")
+log = get_logger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:

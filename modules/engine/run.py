@@ -1,0 +1,274 @@
+"""One run: lanes that claim a batch, embed it, write it, and go again until nothing is left.
+
+Collaborators are handed in (store, embedder, pacer, retry policy, screener); the run owns only the
+order of things: claim with a lease, screen, reuse cached vectors, embed with retries, split a batch
+that can't be embedded (10 -> 5 -> 1) so one bad chunk never fails its neighbours, write what was
+embedded in one statement, record each chunk's own failure. Any stop gives the batch in flight back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from modules.embedders.base import Embedder, EmbedRequest, Vectors
+from modules.engine.pacing import Pacer, Send
+from modules.engine.recovery import RetryPolicy, call_with_retries
+from modules.engine.resilience import finish_despite_cancel, with_db_retries
+from modules.engine.screening import Item, Screener
+from modules.engine.stats import RunStats
+from modules.errors import (
+    EmbeddingError,
+    PermanentEmbeddingError,
+    ProviderConfigError,
+    RateLimitedError,
+    RunAborted,
+    StoreUnavailableError,
+    TransientEmbeddingError,
+)
+from modules.logs import get_logger
+from modules.stores.base import Chunk, ChunkStore, ClaimFilter, Completed, Failure
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The scalars a run needs besides its collaborators."""
+
+    worker: str  # the lease owner's name: host:pid:random
+    lease_seconds: int
+    retry_batch_size: int
+    use_title: bool
+    lanes: int  # batches kept going at once (the pacer's adaptive limit moves below this)
+
+
+class EmbeddingRun:
+    """Embeds the chunks `where` selects (at most `limit`), counting into `stats`."""
+
+    def __init__(
+        self,
+        *,
+        store: ChunkStore,
+        embedder: Embedder,
+        pacer: Pacer,
+        policy: RetryPolicy,
+        screener: Screener,
+        options: RunOptions,
+        where: ClaimFilter,
+        limit: int | None,
+        stats: RunStats,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.pacer = pacer
+        self.policy = policy
+        self.screener = screener
+        self.options = options
+        self.where = where
+        self.remaining = limit
+        self.stats = stats
+        self.batch_count = 0
+        self.claimed = 0
+        self.abort: BaseException | None = None
+
+    async def execute(self) -> None:
+        tasks = [asyncio.create_task(self._lane()) for _ in range(self.options.lanes)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        if self.abort is not None:
+            raise self.abort
+
+    @property
+    def expected_batches(self) -> int:
+        """Batches this run will take, as far as can be known now (auto sizes move)."""
+        unclaimed = max(0, self.stats.total - self.claimed)
+        return self.batch_count + math.ceil(unclaimed / self.pacer.batch_size)
+
+    def _take_budget(self) -> int:
+        size = self.pacer.batch_size
+        if self.remaining is None:
+            return size
+        take = min(size, self.remaining)
+        self.remaining -= take
+        return take
+
+    def _return_budget(self, unused: int) -> None:
+        if self.remaining is not None:
+            self.remaining += unused
+
+    async def _lane(self) -> None:
+        while self.abort is None:
+            async with self.pacer.limiter.hold():
+                if self.abort is not None:
+                    return
+                want = self._take_budget()
+                if want <= 0:
+                    return
+                try:
+                    chunks = await self._claim(want)
+                except StoreUnavailableError as exc:
+                    self._return_budget(want)
+                    self._abort(exc)
+                    return
+                self._return_budget(want - len(chunks))
+                if not chunks:
+                    return
+                self.batch_count += 1
+                self.claimed += len(chunks)
+                number = self.batch_count
+                log.info(
+                    "📦 バッチ %d/%d 処理開始 (%dチャンク)",
+                    number,
+                    max(number, self.expected_batches),
+                    len(chunks),
+                )
+                try:
+                    await self._process(chunks)
+                except (RunAborted, ProviderConfigError, StoreUnavailableError) as exc:
+                    await self._release_unfinished(chunks)
+                    self._abort(exc)
+                    return
+                except BaseException:  # Ctrl-C, SIGTERM, or a bug: give the batch back, then stop
+                    await self._release_unfinished(chunks)
+                    raise
+                self.stats.batches += 1
+                log.info(
+                    "📊 バッチ進捗: %d/%d | 成功: %d | 失敗: %d | 経過時間: %.1f秒",
+                    number,
+                    max(number, self.expected_batches),
+                    self.stats.embedded,
+                    self.stats.failed,
+                    self.stats.elapsed,
+                )
+
+    async def _claim(self, want: int) -> list[Chunk]:
+        o = self.options
+        return await with_db_retries(
+            "チャンクの取得", lambda: self.store.claim(o.worker, want, o.lease_seconds, self.where)
+        )
+
+    def _abort(self, exc: BaseException) -> None:
+        if self.abort is None:
+            self.abort = exc if isinstance(exc, RunAborted) else RunAborted(str(exc))
+            self.stats.aborted = str(exc)
+
+    async def _release_unfinished(self, chunks: Sequence[Chunk]) -> None:
+        # A Ctrl-C (even a second one) must not stop us giving the chunks back. Rows already written
+        # or recorded failed are no longer leased to us, so releasing them is a no-op.
+        try:
+            await finish_despite_cancel(self.store.release(self.options.worker, [c.id for c in chunks]))
+        except Exception as exc:  # the database may be the thing that failed; leases expire anyway
+            log.warning("リース解放に失敗しました (期限切れで自動的に戻ります): %s", exc)
+
+    async def _process(self, chunks: Sequence[Chunk]) -> None:
+        items, rejected = self.screener.screen(chunks)
+        if rejected:
+            await self._record_failures(rejected)
+        if items:
+            items = await self._reuse_cached(items)
+        if not items:
+            return
+        # The API takes one title per call: embed each document's part of the batch on its own, so a
+        # failure in one part never re-sends the others; then write the whole batch in one statement.
+        done: list[tuple[Item, Vectors]] = []
+        try:
+            for group in self._title_groups(items):
+                done.extend(await self._embed_group(group))
+        finally:
+            if done:  # even when the run stops midway, vectors already computed are kept
+                await self._write([item for item, _ in done], np.vstack([vector for _, vector in done]))
+
+    def _title_groups(self, items: Sequence[Item]) -> list[list[Item]]:
+        if not self.options.use_title:
+            return [list(items)]
+        groups: dict[str | None, list[Item]] = {}
+        for item in items:
+            groups.setdefault(item.chunk.title, []).append(item)
+        return list(groups.values())
+
+    async def _reuse_cached(self, items: Sequence[Item]) -> list[Item]:
+        """Write vectors already made for identical text; return the items still to embed."""
+        keys = [i.cache_key for i in items if i.cache_key]
+        if not keys:
+            return list(items)
+        cached = await self.store.cached_vectors(keys)
+        hits = [i for i in items if i.cache_key in cached]
+        if hits:
+            vectors = np.vstack([cached[i.cache_key] for i in hits if i.cache_key])
+            written = await self._write(hits, vectors, cache=False)
+            self.stats.cache_hits += written
+            log.info("♻️ キャッシュ再利用: %dチャンク (API呼び出しなし)", written)
+        return [i for i in items if i.cache_key not in cached]
+
+    async def _embed(self, items: Sequence[Item]) -> Vectors:
+        """One API call for these items, paced and retried (429s and transient errors)."""
+        requests = [EmbedRequest(i.text, i.chunk.title) for i in items]
+        tokens = sum(i.tokens for i in items)
+        send = Send(calls=1, texts=len(items), tokens=tokens)
+        stats = self.stats
+
+        async def one_call() -> Vectors:
+            stats.tokens_sent += tokens
+            return await self.embedder.embed(requests)
+
+        return await call_with_retries(one_call, policy=self.policy, pacer=self.pacer, send=send, stats=stats)
+
+    async def _embed_group(self, items: Sequence[Item]) -> list[tuple[Item, Vectors]]:
+        """Embed a group; if it can't be, re-run it in smaller groups (10 → 5 → 1) so that one bad
+        chunk never fails its neighbours. Only a single chunk's own failure is recorded. Returns the
+        items embedded, each with its vector (one row)."""
+        try:
+            vectors = await self._embed(items)
+        except RateLimitedError as exc:
+            raise RunAborted(
+                f"the API quota stayed exhausted for over {self.policy.rate_limit_budget:.0f}s ({exc}); "
+                "the chunks were released untouched: run again later, or lower EMBEDDING_RPM / EMBEDDING_TPM"
+            ) from None
+        except ProviderConfigError as exc:
+            raise RunAborted(f"the embedding API refused the settings: {exc}") from None
+        except (PermanentEmbeddingError, TransientEmbeddingError) as exc:
+            if len(items) == 1:
+                await self._record_failures([Failure(items[0].chunk.id, str(exc))])
+                return []
+            retry_size = self.options.retry_batch_size
+            size = retry_size if len(items) > retry_size else 1
+            self.stats.splits += 1
+            log.warning("✂️ %dチャンクのバッチが失敗したため%d件ずつ再処理します: %s", len(items), size, exc)
+            done: list[tuple[Item, Vectors]] = []
+            for start in range(0, len(items), size):
+                done.extend(await self._embed_group(items[start : start + size]))
+            return done
+        except EmbeddingError as exc:  # any other embedding error: treat as this group's failure
+            raise RunAborted(str(exc)) from None
+        return [(item, vectors[n : n + 1]) for n, item in enumerate(items)]
+
+    async def _write(self, items: Sequence[Item], vectors: Vectors, *, cache: bool = True) -> int:
+        results = [
+            Completed(i.chunk.id, vectors[n], i.content_hash, i.cache_key if cache else None)
+            for n, i in enumerate(items)
+        ]
+        worker, model_id = self.options.worker, self.embedder.model_id
+        # A Ctrl-C arriving mid-write lets the one statement finish: computed vectors are kept.
+        written = await with_db_retries(
+            "書き込み", lambda: finish_despite_cancel(self.store.complete(worker, model_id, results))
+        )
+        self.stats.embedded += written
+        self.stats.skipped += len(items) - written
+        return written
+
+    async def _record_failures(self, failures: Sequence[Failure]) -> None:
+        worker = self.options.worker
+        await with_db_retries("失敗の記録", lambda: finish_despite_cancel(self.store.fail(worker, failures)))
+        self.stats.failed += len(failures)
+        for failure in failures:
+            log.error("❌ チャンク %s: %s", failure.chunk_id, failure.error)
