@@ -19,9 +19,9 @@ import httpx
 from modules.cli.logging_setup import configure_logging
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import create_app, knowledge_lifespan
-from modules.settings import PROJECT_ROOT, load_settings
+from modules.settings import load_settings
 
-SAMPLES = PROJECT_ROOT / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 async def upload_all(client: httpx.AsyncClient) -> int:

@@ -1,21 +1,30 @@
 """One frozen, validated Settings object, read once from the environment and `.env`.
 
-Every name here is part of the user-facing contract (see `.env.example`). A wrong value stops the
-program at start with one line that names the setting and says how to fix it.
+Each setting is declared once, as a field of `Settings` (or `TableNames`) whose metadata holds its
+environment name, parser (with the allowed range), group and one line of help. Everything else is
+derived from that declaration: the loader, the one-line error for a wrong value, `.env.example` and
+the README's settings table (`python -m modules.settings --env-example / --markdown`; a test checks
+that both files match). A wrong value stops the program at start with one line that names the
+setting and says how to fix it.
+
+Paths are relative to the working directory (never to the installed package), so a wheel install
+keeps `.env`, `.data/` and `batch_embedding.log` where the program is run.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GEMINI_MAX_BATCH = 100  # batchEmbedContents refuses more than 100 texts per call
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 TASK_TYPES = (
@@ -28,10 +37,10 @@ TASK_TYPES = (
     "FACT_VERIFICATION",
     "CODE_RETRIEVAL_QUERY",
 )
+DOTENV_SETTING = "BATCH_EMBEDDING_DOTENV"
 
 Provider = Literal["gemini", "local"]
 OverlongPolicy = Literal["truncate", "fail"]
-T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -65,55 +74,410 @@ class Secret:
         return hash(self._value)
 
 
+# --- parsers: text -> value, or ValueError("expected ...") ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Parser:
+    """Turns the text of a setting into its value; `expected` says what is allowed."""
+
+    convert: Callable[[str], Any]
+    expected: str
+
+    def __call__(self, text: str) -> Any:
+        return self.convert(text)
+
+
+class _Invalid(ValueError):
+    """A value that parses but is not allowed (out of range): the message is the whole problem."""
+
+
+def integer(low: int, high: int) -> Parser:
+    def convert(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise _Invalid(f"{value} is out of range; expected a whole number from {low} to {high}")
+        return value
+
+    return Parser(convert, f"a whole number from {low} to {high}")
+
+
+def optional_integer(low: int) -> Parser:
+    def convert(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise _Invalid(f"{value} is out of range; expected at least {low}, or empty to learn it")
+        return value
+
+    return Parser(convert, f"a whole number of at least {low}, or empty")
+
+
+def seconds(low: float, high: float) -> Parser:
+    def convert(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:  # also refuses NaN
+            raise _Invalid(f"{value:g} is out of range; expected from {low:g} to {high:g}")
+        return value
+
+    return Parser(convert, f"a number of seconds from {low:g} to {high:g}")
+
+
+def auto_or_integer(low: int, high: int) -> Parser:
+    def convert(text: str) -> int | str:
+        if text.lower() == "auto":
+            return "auto"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(text) from None
+        if not low <= value <= high:
+            raise _Invalid(f"{value} is out of range; expected auto or a whole number from {low} to {high}")
+        return value
+
+    return Parser(convert, f"auto or a whole number from {low} to {high}")
+
+
+def boolean() -> Parser:
+    def convert(text: str) -> bool:
+        lowered = text.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(text)
+
+    return Parser(convert, "true or false")
+
+
+def choice(*options: str) -> Parser:
+    def convert(text: str) -> str:
+        for option in options:
+            if text.lower() == option.lower():
+                return option
+        raise ValueError(text)
+
+    return Parser(convert, f"one of: {', '.join(options)}")
+
+
+def identifier() -> Parser:
+    def convert(text: str) -> str:
+        if not _IDENTIFIER.match(text):
+            raise _Invalid(
+                f"{text!r} is not a plain SQL identifier; use letters, digits and underscores only "
+                "(starting with a letter or underscore, at most 63 characters)"
+            )
+        return text
+
+    return Parser(convert, "a plain SQL identifier")
+
+
+def text_value() -> Parser:
+    return Parser(str, "text")
+
+
+def path_value() -> Parser:
+    return Parser(lambda text: Path(text).expanduser(), "a file or folder path")
+
+
+def secret_value() -> Parser:
+    return Parser(Secret, "a secret")
+
+
+def model_name() -> Parser:
+    def convert(text: str) -> str:
+        name = text.removeprefix("models/")
+        if not re.match(r"^[a-z0-9][a-z0-9.\-_]*$", name):
+            raise _Invalid(f"{name!r} is not a model name like gemini-embedding-001")
+        return name
+
+    return Parser(convert, "a model name like gemini-embedding-001")
+
+
+# --- the declaration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read and documented."""
+
+    env: str
+    parse: Parser
+    group: str
+    help: str
+    aliases: tuple[str, ...] = ()
+    shown_default: str | None = None  # how the default reads in docs, when the value itself won't do
+    example: str | None = None  # a value to show in .env.example instead of the default
+
+
+def setting(
+    default: Any,
+    env: str,
+    parse: Parser,
+    group: str,
+    help: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    shown_default: str | None = None,
+    example: str | None = None,
+) -> Any:
+    """A dataclass field declared as a setting."""
+    spec = Spec(env, parse, group, help, aliases, shown_default, example)
+    return field(default=default, metadata={"setting": spec})
+
+
+GROUPS = (
+    ("provider", "Embedding provider"),
+    ("database", "Database"),
+    ("upload", "Upload hook and upload API"),
+    ("batching", "Batching, retries, pacing"),
+    ("logs", "Logs"),
+)
+
+
 @dataclass(frozen=True)
 class TableNames:
     """SQL identifiers for the host schema. Validated as plain identifiers; never interpolated raw."""
 
-    schema: str = "public"
-    chunks: str = "chunks"
-    documents: str = "document_sources"
-    content_column: str = "content"
-    embedding_column: str = "embedding"
+    schema: str = setting("public", "DB_SCHEMA", identifier(), "database", "Schema of the host tables.")
+    chunks: str = setting("chunks", "CHUNKS_TABLE", identifier(), "database", "Table of the document chunks.")
+    documents: str = setting(
+        "document_sources", "DOCUMENTS_TABLE", identifier(), "database", "Table of the documents (id, name, type)."
+    )
+    content_column: str = setting(
+        "content", "CHUNKS_CONTENT_COLUMN", identifier(), "database", "Column of the chunk's text."
+    )
+    embedding_column: str = setting(
+        "embedding", "CHUNKS_EMBEDDING_COLUMN", identifier(), "database", "The pgvector column the chatbot reads."
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
-    google_api_key: Secret | None = None
-    gemini_base_url: str | None = None
-    provider: Provider = "local"
-    model: str = "gemini-embedding-001"
-    dimensions: int = 768
-    task_type: str = "RETRIEVAL_DOCUMENT"
-    use_title: bool = True
+    google_api_key: Secret | None = setting(
+        None,
+        "GOOGLE_API_KEY",
+        secret_value(),
+        "provider",
+        "Gemini API key (GEMINI_API_KEY is accepted too).",
+        aliases=("GEMINI_API_KEY",),
+        shown_default="none",
+        example="",
+    )
+    gemini_base_url: str | None = setting(
+        None,
+        "GOOGLE_GEMINI_BASE_URL",
+        text_value(),
+        "provider",
+        "Send Gemini calls elsewhere, e.g. the bundled simulator (python -m modules.gemini_simulator).",
+        shown_default="Google's",
+        example="http://127.0.0.1:8089",
+    )
+    provider: Provider | None = setting(
+        None,
+        "EMBEDDING_PROVIDER",
+        choice("gemini", "local"),
+        "provider",
+        "gemini, or local (WordLlama, offline). Default: gemini with a key; local only on the embedded database.",
+        shown_default="gemini with a key, else local on the embedded database",
+        example="gemini",
+    )
+    model: str = setting(
+        "gemini-embedding-001", "EMBEDDING_MODEL", model_name(), "provider", "The Gemini embedding model."
+    )
+    dimensions: int = setting(
+        768,
+        "EMBEDDING_DIMENSIONS",
+        integer(1, 16000),
+        "provider",
+        "Vector length; must equal the vector column's (checked at start). 768 is Google's recommended cut.",
+    )
+    task_type: str = setting(
+        "RETRIEVAL_DOCUMENT",
+        "EMBEDDING_TASK_TYPE",
+        choice(*TASK_TYPES),
+        "provider",
+        "Task the stored vectors are made for (models that take task types).",
+    )
+    use_title: bool = setting(
+        True, "EMBEDDING_USE_TITLE", boolean(), "provider", "Send the document's name as each chunk's title."
+    )
 
-    database_url: Secret | None = None
-    supabase_url: str | None = None
-    supabase_key: Secret | None = None
-    embedded_pg_dir: Path = PROJECT_ROOT / ".data" / "postgres"
+    database_url: Secret | None = setting(
+        None,
+        "DATABASE_URL",
+        secret_value(),
+        "database",
+        "Any PostgreSQL with pgvector, Supabase's connection string included. Empty: embedded PostgreSQL.",
+        shown_default="embedded PostgreSQL",
+        example="postgresql://postgres:password@db.xxxx.supabase.co:5432/postgres",
+    )
+    supabase_url: str | None = setting(
+        None,
+        "SUPABASE_URL",
+        text_value(),
+        "database",
+        "Supabase REST path (when there is no DATABASE_URL): the project's URL.",
+        shown_default="none",
+        example="https://xxxx.supabase.co",
+    )
+    supabase_key: Secret | None = setting(
+        None,
+        "SUPABASE_KEY",
+        secret_value(),
+        "database",
+        "The project's service-role key, for the REST path (SUPABASE_SERVICE_ROLE_KEY is accepted too).",
+        aliases=("SUPABASE_SERVICE_ROLE_KEY",),
+        shown_default="none",
+        example="",
+    )
+    embedded_pg_dir: Path = setting(
+        Path(".data/postgres"),
+        "EMBEDDED_PG_DIR",
+        path_value(),
+        "database",
+        "Where the embedded PostgreSQL keeps its data (relative to the working directory).",
+    )
     tables: TableNames = field(default_factory=TableNames)
 
-    auto_generate: bool = False
-    batch_size: int | Literal["auto"] = 10
-    retry_batch_size: int = 5
-    max_retries: int = 3
-    retry_delay: float = 2.0
-    max_retry_delay: float = 60.0
-    rate_limit_max_wait: float = 900.0
-    lease_seconds: int = 300
-    concurrency: int | Literal["auto"] = "auto"
-    max_concurrency: int = 8
-    rpm: int | None = None
-    tpm: int | None = None
-    quota_window: float = 60.0
-    request_timeout: float = 60.0
-    max_input_tokens: int = 2048
-    overlong: OverlongPolicy = "truncate"
-    cache: bool = True
+    auto_generate: bool = setting(
+        False,
+        "AUTO_GENERATE_EMBEDDINGS",
+        boolean(),
+        "upload",
+        "Whether an upload embeds its chunks by itself (in the background).",
+    )
+    upload_max_bytes: int = setting(
+        20_000_000, "UPLOAD_MAX_BYTES", integer(1, 1_000_000_000), "upload", "Largest accepted upload, in bytes."
+    )
+    chunk_target_chars: int = setting(
+        500, "CHUNK_TARGET_CHARS", integer(50, 20_000), "upload", "Target chunk size, in characters."
+    )
+    chunk_overlap_chars: int = setting(
+        50,
+        "CHUNK_OVERLAP_CHARS",
+        integer(0, 10_000),
+        "upload",
+        "Overlap between chunks, in characters (whole sentences only).",
+    )
 
-    log_file: Path = PROJECT_ROOT / "batch_embedding.log"
-    upload_max_bytes: int = 20_000_000
-    chunk_target_chars: int = 500
-    chunk_overlap_chars: int = 50
+    batch_size: int | Literal["auto"] = setting(
+        10,
+        "EMBEDDING_BATCH_SIZE",
+        auto_or_integer(1, GEMINI_MAX_BATCH),
+        "batching",
+        "Texts per API call (1-100), or auto. The guide's default is 10; the API allows 100.",
+    )
+    retry_batch_size: int = setting(
+        5,
+        "EMBEDDING_RETRY_BATCH_SIZE",
+        integer(1, GEMINI_MAX_BATCH),
+        "batching",
+        "Size of the smaller batches a failed batch is re-run in (then one by one).",
+    )
+    max_retries: int = setting(
+        3,
+        "EMBEDDING_MAX_RETRIES",
+        integer(0, 20),
+        "batching",
+        "Retries of a batch after a transient error (5xx, timeout), with exponential backoff and jitter.",
+    )
+    retry_delay: float = setting(
+        2.0,
+        "EMBEDDING_RETRY_DELAY",
+        seconds(0.0, 600.0),
+        "batching",
+        "First backoff delay in seconds (doubles each retry, capped by EMBEDDING_MAX_RETRY_DELAY).",
+    )
+    max_retry_delay: float = setting(
+        60.0, "EMBEDDING_MAX_RETRY_DELAY", seconds(0.0, 3600.0), "batching", "Longest backoff delay, in seconds."
+    )
+    rate_limit_max_wait: float = setting(
+        900.0,
+        "EMBEDDING_RATE_LIMIT_MAX_WAIT",
+        seconds(0.0, 86400.0),
+        "batching",
+        "How long a batch may wait out 429s in total before the run stops (chunks released, not failed).",
+    )
+    lease_seconds: int = setting(
+        300,
+        "EMBEDDING_LEASE_SECONDS",
+        integer(1, 86400),
+        "batching",
+        "How long a claimed chunk stays taken before another run may take it.",
+    )
+    concurrency: int | Literal["auto"] = setting(
+        "auto",
+        "EMBEDDING_CONCURRENCY",
+        auto_or_integer(1, 64),
+        "batching",
+        "Batches in flight at once: a number, or auto (adaptive, up to EMBEDDING_MAX_CONCURRENCY).",
+    )
+    max_concurrency: int = setting(
+        8, "EMBEDDING_MAX_CONCURRENCY", integer(1, 64), "batching", "Most batches in flight with auto concurrency."
+    )
+    rpm: int | None = setting(
+        None,
+        "EMBEDDING_RPM",
+        optional_integer(1),
+        "batching",
+        "Your request quota per EMBEDDING_QUOTA_WINDOW, if you know it. Empty: learn it from the 429s.",
+        shown_default="learn",
+        example="",
+    )
+    tpm: int | None = setting(
+        None,
+        "EMBEDDING_TPM",
+        optional_integer(1),
+        "batching",
+        "Your token quota per EMBEDDING_QUOTA_WINDOW, if you know it. Empty: learn it from the 429s.",
+        shown_default="learn",
+        example="",
+    )
+    quota_window: float = setting(
+        60.0,
+        "EMBEDDING_QUOTA_WINDOW",
+        seconds(0.01, 86400.0),
+        "batching",
+        "The window EMBEDDING_RPM / EMBEDDING_TPM count over, in seconds.",
+    )
+    request_timeout: float = setting(
+        60.0,
+        "EMBEDDING_REQUEST_TIMEOUT",
+        seconds(0.1, 3600.0),
+        "batching",
+        "Seconds one API call may take before it counts as a timeout.",
+    )
+    max_input_tokens: int = setting(
+        2048,
+        "EMBEDDING_MAX_INPUT_TOKENS",
+        integer(1, 1_000_000),
+        "batching",
+        "The model's input limit in tokens (estimated locally).",
+    )
+    overlong: OverlongPolicy = setting(
+        "truncate",
+        "EMBEDDING_OVERLONG",
+        choice("truncate", "fail"),
+        "batching",
+        "A chunk over the input limit: truncate it to fit, or fail it.",
+    )
+    cache: bool = setting(
+        True,
+        "EMBEDDING_CACHE",
+        boolean(),
+        "batching",
+        "Reuse vectors for identical (normalized) text under the same model, dimension, task type and title.",
+    )
+
+    log_file: Path = setting(
+        Path("batch_embedding.log"),
+        "EMBEDDING_LOG_FILE",
+        path_value(),
+        "logs",
+        "The log file (rotating, UTF-8), relative to the working directory.",
+    )
+
+    warnings: tuple[str, ...] = ()  # what load_settings noticed without refusing (e.g. a misspelt name)
 
     def secrets(self) -> list[str]:
         """Every secret value, so that output filters can scrub them."""
@@ -146,174 +510,177 @@ def _password_in_url(url: str) -> list[str]:
     return found
 
 
-class _Reader:
-    """Reads raw strings from the merged environment and turns them into typed, checked values."""
+def declared(cls: type = Settings) -> Iterator[tuple[Field[Any], Spec]]:
+    """Every declared setting, in declaration order (nested dataclasses included)."""
+    for f in fields(cls):
+        spec = f.metadata.get("setting")
+        if spec is not None:
+            yield f, spec
+        elif f.default_factory is not MISSING and is_dataclass(f.default_factory):
+            yield from declared(f.default_factory)
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
 
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None:
-            return None
-        value = value.strip()
-        return value or None
+def setting_names() -> set[str]:
+    names = {spec.env for _, spec in declared()} | {a for _, spec in declared() for a in spec.aliases}
+    return names | {DOTENV_SETTING}
 
-    def text(self, name: str, default: str | None = None) -> str | None:
-        return self.raw(name) or default
 
-    def parsed(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _raw(env: Mapping[str, str], spec: Spec) -> tuple[str, str | None]:
+    """The setting's text (None when unset or blank) and the name it was found under."""
+    for name in (spec.env, *spec.aliases):
+        value = env.get(name)
+        if value is not None and value.strip():
+            return name, value.strip()
+    return spec.env, None
+
+
+def _read(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        spec = f.metadata.get("setting")
+        if spec is None:
+            if f.default_factory is not MISSING and is_dataclass(f.default_factory):
+                nested = f.default_factory
+                values[f.name] = nested(**_read(nested, env))
+            continue
+        name, text = _raw(env, spec)
+        if text is None:
+            continue
         try:
-            return parse(value)
+            values[f.name] = spec.parse(text)
+        except _Invalid as exc:
+            raise SettingsError(name, str(exc)) from None
         except (ValueError, TypeError):
-            raise SettingsError(name, f"{value!r} is not valid; expected {expected}") from None
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.parsed(name, default, int, f"a whole number from {low} to {high}")
-        if not low <= value <= high:
-            raise SettingsError(name, f"{value} is out of range; expected a whole number from {low} to {high}")
-        return value
-
-    def optional_integer(self, name: str, low: int) -> int | None:
-        value = self.parsed(name, None, int, f"a whole number of at least {low}, or empty")
-        if value is not None and value < low:
-            raise SettingsError(name, f"{value} is out of range; expected at least {low}, or empty to learn it")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        value = self.parsed(name, default, float, f"a number of seconds from {low:g} to {high:g}")
-        if not low <= value <= high:
-            raise SettingsError(name, f"{value:g} is out of range; expected from {low:g} to {high:g}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off"}:
-            return False
-        raise SettingsError(name, f"{value!r} is not valid; expected true or false")
-
-    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() not in options and value not in options:
-            raise SettingsError(name, f"{value!r} is not valid; expected one of: {', '.join(options)}")
-        return value.lower() if value.lower() in options else value
-
-    def auto_or_integer(self, name: str, default: int | Literal["auto"], low: int, high: int) -> int | Literal["auto"]:
-        value = self.raw(name)
-        if value is not None and value.lower() == "auto":
-            return "auto"
-        if value is None:
-            return default
-        return self.integer(name, 0, low, high)
-
-    def identifier(self, name: str, default: str) -> str:
-        value = self.raw(name) or default
-        if not _IDENTIFIER.match(value):
-            raise SettingsError(
-                name,
-                f"{value!r} is not a plain SQL identifier; use letters, digits and underscores only "
-                "(starting with a letter or underscore, at most 63 characters)",
-            )
-        return value
+            shown = "(hidden)" if spec.parse.convert is Secret else repr(text)
+            raise SettingsError(name, f"{shown} is not valid; expected {spec.parse.expected}") from None
+    return values
 
 
-def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
+def dotenv_path(environ: Mapping[str, str] | None = None) -> Path:
+    """`.env` in the working directory, or the file BATCH_EMBEDDING_DOTENV names."""
+    source = os.environ if environ is None else environ
+    return Path(source.get(DOTENV_SETTING) or ".env")
+
+
+def load_settings(env: Mapping[str, str] | None = None, dotenv_path_override: Path | None = None) -> Settings:
     """Merge `.env` (lowest priority) with the process environment (or `env`), validate, and freeze."""
+    file_values: dict[str, str] = {}
     if env is None:
-        path = dotenv_path or Path(os.environ.get("BATCH_EMBEDDING_DOTENV", PROJECT_ROOT / ".env"))
-        file_values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+        path = dotenv_path_override or dotenv_path()
+        if path.exists():
+            file_values = {k: v for k, v in dotenv_values(path).items() if v is not None}
         env = {**file_values, **os.environ}
-    read = _Reader(env)
+    values = _read(Settings, env)
+    values["warnings"] = tuple(_misspelt(file_values if file_values else env))
+    return _validated(Settings(**values))
 
-    api_key = read.text("GOOGLE_API_KEY") or read.text("GEMINI_API_KEY")
+
+def _misspelt(names: Mapping[str, str]) -> Iterator[str]:
+    """A name that is not ours but looks like one of ours (EMBEDING_BATCH_SIZE) is probably a typo."""
+    known = sorted(setting_names())
+    for name in names:
+        if name in known or not re.fullmatch(r"[A-Z][A-Z0-9_]+", name):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.88)
+        if close:
+            yield f"{name} is not a setting; did you mean {close[0]}? (it is ignored)"
+
+
+def _validated(s: Settings) -> Settings:
+    """Rules that involve several settings."""
+    api_key = s.google_api_key.reveal() if s.google_api_key else None
     if api_key and not re.fullmatch(r"[\x21-\x7e]+", api_key):
         # The key travels in an HTTP header; never echo it, not even in this message.
-        name = "GOOGLE_API_KEY" if read.text("GOOGLE_API_KEY") else "GEMINI_API_KEY"
-        raise SettingsError(name, "holds a space, line break or non-ASCII character; copy the key again")
-    provider = read.choice("EMBEDDING_PROVIDER", "gemini" if api_key else "local", ("gemini", "local"))
+        raise SettingsError("GOOGLE_API_KEY", "holds a space, line break or non-ASCII character; copy the key again")
+    provider: Provider = s.provider or ("gemini" if api_key else "local")
     if provider == "gemini" and not api_key:
         raise SettingsError(
             "GOOGLE_API_KEY",
             "EMBEDDING_PROVIDER=gemini needs an API key; set GOOGLE_API_KEY (or GEMINI_API_KEY) in the environment "
             "or .env, or set EMBEDDING_PROVIDER=local to embed offline",
         )
-
-    model = (read.text("EMBEDDING_MODEL") or "gemini-embedding-001").removeprefix("models/")
-    if not re.match(r"^[a-z0-9][a-z0-9.\-_]*$", model):
-        raise SettingsError("EMBEDDING_MODEL", f"{model!r} is not a model name like gemini-embedding-001")
-
-    database_url = read.text("DATABASE_URL")
-    if database_url and not re.match(r"^postgres(ql)?://", database_url):
+    if s.database_url and not re.match(r"^postgres(ql)?://", s.database_url.reveal()):
         raise SettingsError("DATABASE_URL", "must start with postgresql:// (a PostgreSQL connection string)")
-    supabase_url = read.text("SUPABASE_URL")
-    supabase_key = read.text("SUPABASE_KEY") or read.text("SUPABASE_SERVICE_ROLE_KEY")
-    if supabase_url and not re.match(r"^https?://", supabase_url):
+    if s.supabase_url and not re.match(r"^https?://", s.supabase_url):
         raise SettingsError(
             "SUPABASE_URL", "must start with https:// (your project's URL, e.g. https://xyz.supabase.co)"
         )
-    if supabase_url and not supabase_key and not database_url:
+    if s.supabase_url and not s.supabase_key and not s.database_url:
         raise SettingsError("SUPABASE_KEY", "SUPABASE_URL is set but SUPABASE_KEY (the service-role key) is not")
-
-    batch_size = read.auto_or_integer("EMBEDDING_BATCH_SIZE", 10, 1, GEMINI_MAX_BATCH)
-    retry_batch = read.integer("EMBEDDING_RETRY_BATCH_SIZE", 5, 1, GEMINI_MAX_BATCH)
-    dimensions = read.integer("EMBEDDING_DIMENSIONS", 768, 1, 16000)
-    chunk_target = read.integer("CHUNK_TARGET_CHARS", 500, 50, 20_000)
-    chunk_overlap = read.integer("CHUNK_OVERLAP_CHARS", 50, 0, 10_000)
-    if chunk_overlap >= chunk_target:
+    if s.chunk_overlap_chars >= s.chunk_target_chars:
         raise SettingsError(
-            "CHUNK_OVERLAP_CHARS", f"{chunk_overlap} must be smaller than CHUNK_TARGET_CHARS ({chunk_target})"
+            "CHUNK_OVERLAP_CHARS",
+            f"{s.chunk_overlap_chars} must be smaller than CHUNK_TARGET_CHARS ({s.chunk_target_chars})",
         )
-
-    return Settings(
-        google_api_key=Secret(api_key) if api_key else None,
-        gemini_base_url=read.text("GOOGLE_GEMINI_BASE_URL"),
-        provider="gemini" if provider == "gemini" else "local",
-        model=model,
-        dimensions=dimensions,
-        task_type=read.choice("EMBEDDING_TASK_TYPE", "RETRIEVAL_DOCUMENT", TASK_TYPES).upper(),
-        use_title=read.boolean("EMBEDDING_USE_TITLE", True),
-        database_url=Secret(database_url) if database_url else None,
-        supabase_url=supabase_url.rstrip("/") if supabase_url else None,
-        supabase_key=Secret(supabase_key) if supabase_key else None,
-        embedded_pg_dir=Path(read.text("EMBEDDED_PG_DIR") or PROJECT_ROOT / ".data" / "postgres").resolve(),
-        tables=TableNames(
-            schema=read.identifier("DB_SCHEMA", "public"),
-            chunks=read.identifier("CHUNKS_TABLE", "chunks"),
-            documents=read.identifier("DOCUMENTS_TABLE", "document_sources"),
-            content_column=read.identifier("CHUNKS_CONTENT_COLUMN", "content"),
-            embedding_column=read.identifier("CHUNKS_EMBEDDING_COLUMN", "embedding"),
-        ),
-        auto_generate=read.boolean("AUTO_GENERATE_EMBEDDINGS", False),
-        batch_size=batch_size,
-        retry_batch_size=retry_batch,
-        max_retries=read.integer("EMBEDDING_MAX_RETRIES", 3, 0, 20),
-        retry_delay=read.number("EMBEDDING_RETRY_DELAY", 2.0, 0.0, 600.0),
-        max_retry_delay=read.number("EMBEDDING_MAX_RETRY_DELAY", 60.0, 0.0, 3600.0),
-        rate_limit_max_wait=read.number("EMBEDDING_RATE_LIMIT_MAX_WAIT", 900.0, 0.0, 86400.0),
-        lease_seconds=read.integer("EMBEDDING_LEASE_SECONDS", 300, 1, 86400),
-        concurrency=read.auto_or_integer("EMBEDDING_CONCURRENCY", "auto", 1, 64),
-        max_concurrency=read.integer("EMBEDDING_MAX_CONCURRENCY", 8, 1, 64),
-        rpm=read.optional_integer("EMBEDDING_RPM", 1),
-        tpm=read.optional_integer("EMBEDDING_TPM", 1),
-        quota_window=read.number("EMBEDDING_QUOTA_WINDOW", 60.0, 0.01, 86400.0),
-        request_timeout=read.number("EMBEDDING_REQUEST_TIMEOUT", 60.0, 0.1, 3600.0),
-        max_input_tokens=read.integer("EMBEDDING_MAX_INPUT_TOKENS", 2048, 1, 1_000_000),
-        overlong="fail"
-        if read.choice("EMBEDDING_OVERLONG", "truncate", ("truncate", "fail")) == "fail"
-        else "truncate",
-        log_file=Path(read.text("EMBEDDING_LOG_FILE") or PROJECT_ROOT / "batch_embedding.log"),
-        cache=read.boolean("EMBEDDING_CACHE", True),
-        upload_max_bytes=read.integer("UPLOAD_MAX_BYTES", 20_000_000, 1, 1_000_000_000),
-        chunk_target_chars=chunk_target,
-        chunk_overlap_chars=chunk_overlap,
+    return _replace(
+        s,
+        provider=provider,
+        supabase_url=s.supabase_url.rstrip("/") if s.supabase_url else None,
+        embedded_pg_dir=s.embedded_pg_dir.resolve(),
     )
+
+
+def _replace(s: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(s, **changes)
+
+
+# --- documents generated from the declaration -----------------------------------------------------
+
+
+def _default_text(f: Field[Any], spec: Spec) -> str:
+    if spec.shown_default is not None:
+        return spec.shown_default
+    value = f.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting, grouped, with its help and default."""
+    lines = [
+        "# Copy to .env and fill in what you need. Every setting is optional: with none, the job runs offline on",
+        "# an embedded PostgreSQL (./.data/postgres) and the local WordLlama provider.",
+        "# Generated from modules/settings.py (python -m modules.settings --env-example); a test keeps it in step.",
+    ]
+    for group, title in GROUPS:
+        lines += ["", f"# --- {title} ".ljust(100, "-")]
+        for f, spec in declared():
+            if spec.group != group:
+                continue
+            lines.append(f"# {spec.help}")
+            shown = spec.example if spec.example is not None else _default_text(f, spec)
+            lines.append(f"{'' if spec.example == '' else '# '}{spec.env}={shown}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for f, spec in declared():
+        names = " / ".join(f"`{n}`" for n in (spec.env, *spec.aliases))
+        rows.append(f"| {names} | `{_default_text(f, spec)}` | {spec.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.settings", description="Print documents made from the settings."
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--env-example", action="store_true", help="the text of .env.example")
+    group.add_argument("--markdown", action="store_true", help="the README's settings table")
+    args = parser.parse_args(argv)
+    sys.stdout.write(env_example() if args.env_example else markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
-from modules.settings import Secret, SettingsError, load_settings
+from modules.settings import (
+    Secret,
+    Settings,
+    SettingsError,
+    TableNames,
+    declared,
+    dotenv_path,
+    env_example,
+    load_settings,
+    markdown_table,
+    setting_names,
+)
 
 
 def test_defaults_without_a_key_use_the_local_provider() -> None:
@@ -68,3 +83,54 @@ def test_a_given_quota_and_its_window() -> None:
     s = load_settings(env={"EMBEDDING_RPM": "1500", "EMBEDDING_TPM": "1000000", "EMBEDDING_QUOTA_WINDOW": "1.875"})
     assert (s.rpm, s.tpm, s.quota_window) == (1500, 1_000_000, 1.875)
     assert load_settings(env={}).quota_window == 60.0
+
+
+# --- one declaration, and the documents made from it ----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_settings_field_is_a_declared_setting() -> None:
+    declared_fields = {f.name for f, _ in declared()}
+    plain = {f.name for f in fields(Settings) if f.name not in ("tables", "warnings")}
+    plain |= {f.name for f in fields(TableNames)}
+    assert plain == declared_fields
+
+
+def test_env_example_is_made_from_the_declaration() -> None:
+    assert (ROOT / ".env.example").read_text(encoding="utf-8") == env_example()
+    for _, spec in declared():
+        assert f"{spec.env}=" in env_example()
+
+
+def test_readme_settings_table_is_made_from_the_declaration() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in readme
+    table = readme.split("<!-- settings table")[1].split("<!-- end of settings table")[0]
+    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    named = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
+    assert named <= setting_names(), named - setting_names()
+
+
+def test_the_defaults_shown_are_the_defaults_loaded() -> None:
+    s = load_settings(env={})
+    for f, spec in declared():
+        if spec.shown_default is None and f.name in {g.name for g in fields(Settings)}:
+            value = getattr(s, f.name)
+            assert value == f.default or (isinstance(value, Path) and value == Path(f.default).resolve())
+
+
+def test_a_misspelt_setting_name_is_warned_about_not_ignored_silently() -> None:
+    s = load_settings(env={"EMBEDING_BATCH_SIZE": "20", "PATH": "/usr/bin", "HOME": "/root"})
+    assert s.batch_size == 10
+    assert s.warnings == ("EMBEDING_BATCH_SIZE is not a setting; did you mean EMBEDDING_BATCH_SIZE? (it is ignored)",)
+
+
+def test_paths_are_relative_to_the_working_directory_not_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(env={})
+    assert s.embedded_pg_dir == tmp_path / ".data" / "postgres"
+    assert s.log_file == Path("batch_embedding.log")
+    assert dotenv_path({}) == Path(".env")

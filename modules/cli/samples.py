@@ -8,7 +8,6 @@ from pathlib import Path
 from modules.cli.common import EXIT_OK, add_logging_options, run_main, safe_secrets, setup
 from modules.knowledge.ingest import TEXT_TYPES, ingest_file, knowledge_store
 from modules.logs import get_logger
-from modules.settings import PROJECT_ROOT
 from modules.stores import open_store
 
 log = get_logger(__name__)
@@ -16,7 +15,9 @@ log = get_logger(__name__)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="load_samples.py", description="Load sample documents as uploads.")
-    parser.add_argument("folder", nargs="?", type=Path, default=PROJECT_ROOT / "samples")
+    parser.add_argument(
+        "folder", nargs="?", type=Path, default=Path("samples"), help="folder of .txt/.md files (default: ./samples)"
+    )
     add_logging_options(parser)
     args = parser.parse_args(argv)
 

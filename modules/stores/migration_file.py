@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from modules.settings import PROJECT_ROOT, TableNames
+from modules.settings import TableNames
 from modules.stores.sql_templates import (
     FUNCTION_FILES,
     SCHEMA_FILE,
@@ -29,6 +29,7 @@ from modules.stores.sql_templates import (
 )
 
 MIGRATION_NAME = "20261124000000_batch_embedding_queue.sql"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the source checkout this tool is run from
 MIGRATION_PATH = PROJECT_ROOT / "supabase" / "migrations" / MIGRATION_NAME
 DEFERRED = ("id_type", "doc_id_type")
 _BLOCK_TAG = "$migration$"
