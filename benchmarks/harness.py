@@ -81,7 +81,7 @@ def migrate(url: str) -> None:
     from modules.stores.postgres import PostgresStore
 
     async def run() -> None:
-        store = PostgresStore(url, TableNames(), DIMENSIONS)
+        store = PostgresStore(url, TableNames(), DIMENSIONS, create_tables=True)
         await store.prepare()
         await store.aclose()
 

@@ -225,7 +225,7 @@ async def write_direct(url: str, lanes: int) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT id, content FROM chunks ORDER BY doc_id, chunk_index").fetchall()
     batches = _batches(rows)
-    store = PostgresStore(url, TableNames(), DIMENSIONS, pool_size=lanes + 1)
+    store = PostgresStore(url, TableNames(), DIMENSIONS, pool_size=lanes + 1, create_tables=True)
     await store.prepare()
     queue: asyncio.Queue[list[Any]] = asyncio.Queue()
     for batch in batches:

@@ -101,7 +101,7 @@ def seed_database(url: str, texts: list[str], per_doc: int = 100) -> None:
     from modules.stores.postgres import PostgresStore
 
     async def migrate() -> None:
-        store = PostgresStore(url, TableNames(), DIMENSIONS)
+        store = PostgresStore(url, TableNames(), DIMENSIONS, create_tables=True)
         await store.prepare()
         await store.aclose()
 

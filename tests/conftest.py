@@ -76,6 +76,16 @@ def make_settings(base_env: dict[str, str]) -> Callable[..., Settings]:
     return build
 
 
+async def create_tables(url: str, dimensions: int = 768) -> None:
+    """The host tables and the queue, as `--setup` makes them on a new database."""
+    from modules.settings import TableNames
+    from modules.stores.postgres import PostgresStore
+
+    store = PostgresStore(url, TableNames(), dimensions, create_tables=True)
+    await store.prepare()
+    await store.aclose()
+
+
 async def seed_chunks(
     url: str,
     texts_by_doc: dict[str, list[str]],
@@ -84,12 +94,7 @@ async def seed_chunks(
     names: dict[str, str] | None = None,
 ) -> None:
     """Create the host tables (as the migration would) and insert documents and chunks."""
-    from modules.settings import TableNames
-    from modules.stores.postgres import PostgresStore
-
-    store = PostgresStore(url, TableNames(), dimensions)
-    await store.prepare()
-    await store.aclose()
+    await create_tables(url, dimensions)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         for doc_id, texts in texts_by_doc.items():
             name = (names or {}).get(doc_id, f"{doc_id}.txt")

@@ -37,7 +37,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from modules.stores.migration_file import MIGRATION_PATH
+from modules.stores.migration_file import supabase_files
 
 SERVICE_KEY = "fake-service-role-key-7c1e0b5d9a"
 ANON_KEY = "fake-anon-key-3f8a2c6e41"
@@ -390,8 +390,10 @@ def supabase_defaults(url: str) -> None:
         )
 
 
-def apply_migration(url: str, text: str | None = None) -> None:
-    """Apply the committed migration file, as a Supabase user would (SQL editor / supabase db push)."""
-    migration = text if text is not None else MIGRATION_PATH.read_text(encoding="utf-8")
+def apply_migration(url: str, texts: list[str] | None = None) -> None:
+    """Apply the committed migration files in order, each whole, as `supabase db push` does (or the SQL
+    editor, file by file). `texts` replaces the files' contents (e.g. with renamed roles)."""
+    migrations = texts if texts is not None else [path.read_text(encoding="utf-8") for path in supabase_files()]
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(migration.encode())
+        for migration in migrations:
+            conn.execute(migration.encode())

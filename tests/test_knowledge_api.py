@@ -13,7 +13,7 @@ from docx import Document
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import KnowledgeService, create_app, knowledge_lifespan
 from modules.settings import Settings
-from tests.conftest import TEST_API_KEY, fetch_all
+from tests.conftest import TEST_API_KEY, create_tables, fetch_all
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -53,7 +53,10 @@ def tiny_docx(paragraphs: list[str]) -> bytes:
 
 
 @pytest.fixture
-async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[tuple[httpx.AsyncClient, KnowledgeService]]:
+async def api(
+    make_settings: Callable[..., Settings], database_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, KnowledgeService]]:
+    await create_tables(database_url)
     settings = make_settings(AUTO_GENERATE_EMBEDDINGS="true", UPLOAD_MAX_BYTES="200000")
     app = create_app(settings)
     async with knowledge_lifespan(app, settings):
@@ -160,8 +163,9 @@ async def test_search_finds_the_chunk_that_holds_the_query_words(
 
 @pytest.fixture
 async def gemini_api(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], database_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator]]:
+    await create_tables(database_url)
     async with GeminiSimulator(SimulatorConfig()) as simulator:
         settings = make_settings(
             AUTO_GENERATE_EMBEDDINGS="true",

@@ -23,7 +23,7 @@ def _hash(text: str) -> str:
 
 
 async def _store(url: str, dims: int = 768) -> PostgresStore:
-    store = PostgresStore(url, TableNames(), dims)
+    store = PostgresStore(url, TableNames(), dims, create_tables=True)
     await store.prepare()
     return store
 

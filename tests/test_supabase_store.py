@@ -21,7 +21,7 @@ from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableErro
 from modules.settings import Secret, TableNames, load_settings
 from modules.stores import open_store
 from modules.stores.base import ClaimFilter, Completed
-from modules.stores.migration_file import MIGRATION_NAME, MIGRATION_PATH, migration_files, render_migration
+from modules.stores.migration_file import SUPABASE_DIR, expected_files, supabase_files
 from modules.stores.postgres import PostgresStore
 from modules.stores.supabase import SupabaseStore, key_role
 from tests.conftest import corpus, fetch_all
@@ -35,7 +35,7 @@ from tests.postgrest_fake import (
 )
 from tests.test_store_behaviour import insert_rows
 
-MIGRATION_HINT = f"supabase/migrations/{MIGRATION_NAME}"
+MIGRATION_HINT = "supabase/migrations/"
 
 
 @pytest.fixture(scope="session")
@@ -82,23 +82,24 @@ async def prepare_fails(store: SupabaseStore) -> str:
 # --- the migration file ----------------------------------------------------------------------------
 
 
-def test_committed_migration_is_the_rendered_one() -> None:
-    assert MIGRATION_PATH.read_text(encoding="utf-8") == render_migration(), (
-        "supabase/migrations is out of date: run python -m modules.stores.migration_file"
-    )
+def test_committed_migrations_are_the_rendered_ones() -> None:
+    for name, text in expected_files().items():
+        assert (SUPABASE_DIR / name).read_text(encoding="utf-8") == text, (
+            f"supabase/migrations/{name} is out of date: run python -m modules.stores.migration_file"
+        )
+    assert [p.name for p in supabase_files()] == sorted(p.name for p in SUPABASE_DIR.glob("*.sql"))
 
 
-async def test_migration_defines_exactly_what_the_postgres_store_defines(database_url: str) -> None:
+async def test_migrations_define_exactly_what_the_postgres_store_defines(database_url: str) -> None:
     functions = """SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid) FROM pg_proc p
                    WHERE p.proname ~ '^embq_' ORDER BY 1"""
     apply_migration(database_url)
-    from_file = await fetch_all(database_url, functions)
+    from_files = await fetch_all(database_url, functions)
     store = PostgresStore(database_url, TableNames(), 768)
-    await store.prepare()  # CREATE OR REPLACE from the templates, typed from the live table
+    await store.prepare()  # already at the latest version: nothing to do
     await store.aclose()
-    assert len(from_file) >= 14
-    assert await fetch_all(database_url, functions) == from_file
-    assert migration_files()[0] == "schema.sql"
+    assert len(from_files) >= 15
+    assert await fetch_all(database_url, functions) == from_files
 
 
 async def test_migration_is_idempotent_types_ids_and_lets_only_service_role_call(
@@ -148,11 +149,11 @@ async def test_migration_is_idempotent_types_ids_and_lets_only_service_role_call
 
 
 async def test_migration_applies_on_a_postgresql_without_supabase_roles(database_url: str) -> None:
-    text = render_migration()
+    texts = [path.read_text(encoding="utf-8") for path in supabase_files()]
     for role in ("service_role", "authenticated", "anon"):  # names no cluster has
-        text = text.replace(f"'{role}'", f"'no_such_{role}'").replace(f'"{role}"', f'"no_such_{role}"')
-    apply_migration(database_url, text)
-    apply_migration(database_url, text)
+        texts = [t.replace(f"'{role}'", f"'no_such_{role}'").replace(f'"{role}"', f'"no_such_{role}"') for t in texts]
+    apply_migration(database_url, texts)
+    apply_migration(database_url, texts)
     rows = await fetch_all(
         database_url,
         "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0)) "

@@ -52,6 +52,8 @@ def setup(args: argparse.Namespace) -> Settings:
     settings = load_settings()
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     configure_logging(settings.log_file, settings.secrets(), level=level)
+    for warning in settings.warnings:
+        log.warning("⚠️ 設定の警告: %s", warning)
     return settings
 
 

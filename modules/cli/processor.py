@@ -10,7 +10,13 @@ from modules.cli.common import EXIT_FAILED, EXIT_OK, add_logging_options, parse_
 from modules.cli.progress import show_progress
 from modules.cli.status_view import format_status, status_dict
 from modules.engine.stats import RunStats
-from modules.errors import UnknownDocumentError
+from modules.errors import StoreError, UnknownDocumentError
+from modules.logs import get_logger
+from modules.settings import Settings
+from modules.stores import open_store, store_kind
+from modules.stores.migrations import latest_version
+
+log = get_logger(__name__)
 
 
 def positive_int(text: str) -> int:
@@ -37,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--by-document", action="store_true", help="with --status: a line per document")
     parser.add_argument("--errors", action="store_true", help="with --status: the most common recorded errors")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.add_argument(
+        "--setup",
+        action="store_true",
+        help="first-time setup of a database: create the host tables if missing and the queue's schema, then exit",
+    )
     add_logging_options(parser)
     return parser
 
@@ -49,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def body() -> int:
         settings = setup(args)
+        if args.setup:
+            return await first_time_setup(settings)
         async with BatchEmbeddingGenerator(settings) as generator:
             if args.status:
                 return await show_status(generator, args)
@@ -65,6 +78,28 @@ def main(argv: list[str] | None = None) -> int:
             return exit_code(stats)
 
     return run_main(body, safe_secrets)
+
+
+async def first_time_setup(settings: Settings) -> int:
+    """--setup: the one command that may create the host's tables on a database that is not the embedded one."""
+    if store_kind(settings) == "supabase":
+        raise StoreError(
+            "--setup needs a database connection (DATABASE_URL); on the Supabase REST path apply the files in "
+            "supabase/migrations/ instead (supabase db push, or the SQL editor)"
+        )
+    store, info = await open_store(settings, create_tables=True)
+    await store.aclose()
+    t = settings.tables
+    log.info(
+        "✅ セットアップ完了: %s.%s / %s.%s (vector(%s)) とキューのスキーマ (バージョン %d) を用意しました",
+        t.schema,
+        t.documents,
+        t.schema,
+        t.chunks,
+        info.dimensions or "次元なし",
+        latest_version(),
+    )
+    return EXIT_OK
 
 
 async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> int:

@@ -15,8 +15,11 @@ def store_kind(settings: Settings) -> str:
     return "embedded"
 
 
-async def open_store(settings: Settings, *, pool_size: int = 4) -> tuple[ChunkStore, ColumnInfo]:
-    """Connect, migrate where allowed, and check the vector column against EMBEDDING_DIMENSIONS."""
+async def open_store(
+    settings: Settings, *, pool_size: int = 4, create_tables: bool = False
+) -> tuple[ChunkStore, ColumnInfo]:
+    """Connect, migrate where allowed, and check the vector column against EMBEDDING_DIMENSIONS. The
+    host's tables are created only on the embedded database, or when `create_tables` (--setup) asks."""
     kind = store_kind(settings)
     store: ChunkStore
     if kind == "supabase":
@@ -36,7 +39,10 @@ async def open_store(settings: Settings, *, pool_size: int = 4) -> tuple[ChunkSt
             from modules.stores.embedded import start_embedded_postgres
 
             url = await start_embedded_postgres(settings.embedded_pg_dir)
-        store = PostgresStore(url, settings.tables, settings.dimensions, pool_size=pool_size)
+            create_tables = True  # the embedded database is ours
+        store = PostgresStore(
+            url, settings.tables, settings.dimensions, pool_size=pool_size, create_tables=create_tables
+        )
     try:
         info = await store.prepare()
         check_dimensions(settings, info)

@@ -1,15 +1,22 @@
-"""Renders the one self-contained SQL migration that Supabase users apply themselves.
+"""Renders the SQL files Supabase users apply themselves (`supabase db push`), one per schema version.
 
-    python -m modules.stores.migration_file            # writes supabase/migrations/<version>_batch_embedding_queue.sql
-    python -m modules.stores.migration_file --check    # exit 1 if the committed file is out of date
+    python -m modules.stores.migration_file            # writes supabase/migrations/<stamp>_embq_NNNN_<name>.sql
+    python -m modules.stores.migration_file --check    # exit 1 if a committed file is missing or out of date
+    python -m modules.stores.migration_file --from-env --output-dir DIR [--fresh]
 
-The file is made from the same templates the PostgreSQL store applies (SCHEMA_FILE, then FUNCTION_FILES
-of sql_templates.py, in `PostgresStore._migrate`'s order), so the two paths share one definition of the queue.
-Because a host's id columns may be uuid, text or bigint, the function definitions are typed when
-the file is applied: a DO block reads the id columns' types and EXECUTEs the function text with
-`{{id_type}}` and `{{doc_id_type}}` filled in. Then EXECUTE on every `embq_` function is revoked from
-PUBLIC, anon and authenticated and granted to service_role only (each role only if it exists, so
-the file also applies on a plain PostgreSQL).
+Version 1 is the file released on 2026-11-24 (`20261124000000_batch_embedding_queue.sql`); it is
+frozen, since every Supabase project that has it applied it once and will never apply it again.
+Each later version is rendered from the same migration the PostgreSQL store applies
+(`modules/stores/sql/migrations/NNNN_name.sql`), so the two paths share one definition.
+
+Because a host's id columns may be uuid, text or bigint, a file whose SQL names `{{id_type}}` or
+`{{doc_id_type}}` is typed when it is applied: a DO block reads the id columns' types and EXECUTEs
+the text with them filled in. Grants name roles only if they exist, so the files also apply on a
+plain PostgreSQL.
+
+Non-default table names (`--from-env`): the migrations rendered with your names, for an existing
+install; with `--fresh`, one file that installs the current version from nothing (host tables if
+missing, the queue, every version recorded), for a project that never had the queue.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ import sys
 from pathlib import Path
 
 from modules.settings import TableNames
+from modules.stores.migrations import RELEASED_V1, Migration, latest_version, migrations
 from modules.stores.sql_templates import (
     FUNCTION_FILES,
+    HOST_TABLES_FILE,
     SCHEMA_FILE,
     SqlContext,
     read_sql_file,
@@ -28,62 +37,66 @@ from modules.stores.sql_templates import (
     render_deferring,
 )
 
-MIGRATION_NAME = "20261124000000_batch_embedding_queue.sql"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the source checkout this tool is run from
-MIGRATION_PATH = PROJECT_ROOT / "supabase" / "migrations" / MIGRATION_NAME
+SUPABASE_DIR = PROJECT_ROOT / "supabase" / "migrations"
+MIGRATION_NAME = "20261124000000_batch_embedding_queue.sql"  # version 1, frozen
+MIGRATION_PATH = SUPABASE_DIR / MIGRATION_NAME
 DEFERRED = ("id_type", "doc_id_type")
 _BLOCK_TAG = "$migration$"
 _TEXT_TAG = "$embq_sql$"
 
 
-def migration_files() -> list[str]:
-    """The files PostgresStore._migrate applies, in its order: schema.sql, then the function files."""
-    return [SCHEMA_FILE, *FUNCTION_FILES]
+def supabase_files() -> list[Path]:
+    """Every file a Supabase project applies, in order: version 1, then one per migration."""
+    return [MIGRATION_PATH, *(SUPABASE_DIR / m.supabase_file_name for m in migrations())]
 
 
-def render_migration(tables: TableNames | None = None, dimensions: int = 768) -> str:
+def render_migration_file(migration: Migration, tables: TableNames | None = None, dimensions: int = 768) -> str:
     tables = tables or TableNames()
     context = SqlContext(tables, dimensions)
-    values = context.values()
-    parts = [_header(tables)]
-    for name in migration_files():
-        template = read_sql_file(name)
-        if not any("{{" + key + "}}" in template for key in DEFERRED):
-            parts.append(f"{_rule(name)}\n\n{render(template, context).strip()}\n")
-            continue
-        text = render_deferring(template, context, DEFERRED).strip()
-        for tag in (_BLOCK_TAG, _TEXT_TAG):
-            if tag in text:
-                raise ValueError(f"{name} contains {tag}, which the migration uses as a quote")
-        parts.append(
-            f"{_rule(name + ', typed when applied to the id columns own types')}\n\n" + _typed_block(text, values)
-        )
-    parts.append(
-        "-- Tell PostgREST (Supabase's Data API) to see the new functions now.\nNOTIFY pgrst, 'reload schema';\n"
-    )
-    return "\n".join(parts)
-
-
-def _rule(title: str) -> str:
-    return f"-- ==== {title} ".ljust(100, "=")
-
-
-def _header(tables: TableNames) -> str:
-    schema = tables.schema
-    return f"""\
--- Batch embedding queue for Supabase: the columns, indexes and functions the embedding queue needs on
--- {schema}.{tables.chunks} and {schema}.{tables.documents}, callable by service_role only.
+    header = f"""\
+-- Batch embedding queue, schema version {migration.number} ({migration.name}), for Supabase.
 --
--- GENERATED by `python -m modules.stores.migration_file` from modules/stores/sql/*.sql; do not edit.
--- Idempotent: applying it again changes nothing. It creates the two tables only if they are missing,
--- and otherwise only adds the queue's own columns; the chatbot's `embedding` column is read as before.
---
--- Apply:  supabase db push      (or paste this file into the SQL editor and run it)
--- Check:  select * from {schema}.embq_column_info();   -- the vector's dimensions and the id types
---         select proname, has_function_privilege('anon', oid, 'execute') as anon,
---                has_function_privilege('service_role', oid, 'execute') as service_role
---         from pg_proc where proname like 'embq\\_%' order by 1;    -- anon false, service_role true
+-- GENERATED by `python -m modules.stores.migration_file`
+-- from modules/stores/sql/{migration.file}; do not edit.
+-- Apply after the earlier versions (supabase db push applies them in order). Idempotent: applying it
+-- again changes nothing. The program applies the same migration by itself on a DATABASE_URL.
 """
+    return header + "\n" + _rendered(migration.text(), context) + _reload_api()
+
+
+def render_fresh_install(tables: TableNames | None = None, dimensions: int = 768) -> str:
+    """One file that installs the current version on a project that never had the queue."""
+    tables = tables or TableNames()
+    context = SqlContext(tables, dimensions)
+    parts = [
+        f"-- Batch embedding queue, a fresh install of schema version {latest_version()}, for Supabase.\n"
+        "-- GENERATED by `python -m modules.stores.migration_file --fresh`; do not edit. It creates the host\n"
+        "-- tables only if they are missing. Later versions come as separate files.\n"
+    ]
+    for name in (HOST_TABLES_FILE, SCHEMA_FILE, *FUNCTION_FILES):
+        parts.append(f"-- ==== {name} ".ljust(100, "=") + "\n\n" + _rendered(read_sql_file(name), context))
+    versions = ", ".join(
+        f"({m.number}, '{m.name}')" for m in (Migration(RELEASED_V1, "released", "", ""), *migrations())
+    )
+    table = context.values()["migrations_table"]
+    parts.append(f"INSERT INTO {table} (version, name) VALUES {versions}\nON CONFLICT (version) DO NOTHING;\n")
+    return "\n".join(parts) + _reload_api()
+
+
+def _reload_api() -> str:
+    return "\n-- Tell PostgREST (Supabase's Data API) to see the new functions now.\nNOTIFY pgrst, 'reload schema';\n"
+
+
+def _rendered(template: str, context: SqlContext) -> str:
+    """The template with identifiers filled in; typed when applied if it names the id types."""
+    if not any("{{" + key + "}}" in template for key in DEFERRED):
+        return render(template, context).strip() + "\n"
+    text = render_deferring(template, context, DEFERRED).strip()
+    for tag in (_BLOCK_TAG, _TEXT_TAG):
+        if tag in text:
+            raise ValueError(f"a migration contains {tag}, which the generated file uses as a quote")
+    return _typed_block(text, context.values())
 
 
 def _typed_block(text: str, values: dict[str, str]) -> str:
@@ -111,37 +124,58 @@ END
 """
 
 
+def expected_files(tables: TableNames | None = None, dimensions: int = 768) -> dict[str, str]:
+    """File name -> text, for every migration after version 1."""
+    return {m.supabase_file_name: render_migration_file(m, tables, dimensions) for m in migrations()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modules.stores.migration_file", description="Render the Supabase migration."
+        prog="python -m modules.stores.migration_file", description="Render the Supabase migration files."
     )
-    parser.add_argument("--output", type=Path, default=MIGRATION_PATH, help="where to write (default: %(default)s)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
+    parser.add_argument("--output-dir", type=Path, default=SUPABASE_DIR, help="where to write (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from what would be written")
     parser.add_argument(
         "--from-env",
         action="store_true",
         help="use the table and column names of the settings (DB_SCHEMA, CHUNKS_TABLE, ...) instead of the defaults",
     )
+    parser.add_argument("--fresh", action="store_true", help="one file installing the current version from nothing")
     args = parser.parse_args(argv)
+    tables, dimensions = TableNames(), 768
     if args.from_env:
         from modules.settings import load_settings
 
         settings = load_settings()
-        text = render_migration(settings.tables, settings.dimensions)
+        tables, dimensions = settings.tables, settings.dimensions
+    output: Path = args.output_dir
+    if args.fresh:
+        wanted = {
+            f"{migrations()[-1].supabase_version}_batch_embedding_queue_fresh.sql": render_fresh_install(
+                tables, dimensions
+            )
+        }
     else:
-        text = render_migration()
-    output: Path = args.output
+        wanted = expected_files(tables, dimensions)
     if args.check:
-        current = output.read_text(encoding="utf-8") if output.exists() else ""
-        if current != text:
-            print(f"{output} is out of date: run python -m modules.stores.migration_file", file=sys.stderr)
+        stale = [name for name, text in wanted.items() if _read(output / name) != text]
+        if stale:
+            print(
+                f"out of date in {output}: {', '.join(stale)}; run python -m modules.stores.migration_file",
+                file=sys.stderr,
+            )
             return 1
-        print(f"{output} is up to date")
+        print(f"{output}: {len(wanted)} file(s) up to date")
         return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    print(f"wrote {output}")
+    output.mkdir(parents=True, exist_ok=True)
+    for name, text in wanted.items():
+        (output / name).write_text(text, encoding="utf-8")
+        print(f"wrote {output / name}")
     return 0
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.exists() else None
 
 
 if __name__ == "__main__":

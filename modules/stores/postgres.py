@@ -18,7 +18,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from modules.errors import StoreError, StoreUnavailableError
+from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
 from modules.logs import get_logger
 from modules.settings import TableNames
 from modules.stores.base import (
@@ -36,7 +36,8 @@ from modules.stores.base import (
     RepairRow,
     SearchHit,
 )
-from modules.stores.sql_templates import FUNCTION_FILES, SCHEMA_FILE, SqlContext, named_queries, read_sql_file, render
+from modules.stores.migrations import upgrade
+from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
 
 log = get_logger(__name__)
 AConn = psycopg.AsyncConnection[TupleRow]
@@ -49,11 +50,20 @@ def _needs_no_prepare(conninfo: str) -> bool:
 
 
 class PostgresStore:
-    def __init__(self, conninfo: str, tables: TableNames, dimensions: int, *, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        tables: TableNames,
+        dimensions: int,
+        *,
+        pool_size: int = 4,
+        create_tables: bool = False,
+    ) -> None:
         self._conninfo = conninfo
         self._tables = tables
         self._dimensions = dimensions
         self._pool_size = max(2, pool_size)
+        self._create_tables = create_tables  # the embedded database, or --setup
         self._pool: AsyncConnectionPool[AConn] | None = None
         self._queries: dict[str, str] = {}
         self._connect_kwargs: dict[str, Any] = {"connect_timeout": 10}
@@ -84,7 +94,8 @@ class PostgresStore:
         return info
 
     async def _migrate(self) -> ColumnInfo:
-        """Apply schema.sql, then the function files, in one transaction under an advisory lock."""
+        """Bring the queue's schema to the current version, in one transaction under an advisory lock
+        (see migrations.py), and check that the host tables and the queue's columns fit."""
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
         except psycopg.OperationalError as exc:
@@ -96,11 +107,11 @@ class PostgresStore:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                     base = SqlContext(self._tables, self._dimensions)
-                    await conn.execute(render(read_sql_file(SCHEMA_FILE), base).encode())
+                    await self._ensure_host_tables(conn, base)
                     info = await _column_info(conn, self._tables)
                     typed = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
-                    for name in FUNCTION_FILES:
-                        await conn.execute(render(read_sql_file(name), typed).encode())
+                    await upgrade(conn, typed)
+                    await _check_queue_columns(conn, self._tables)
             except psycopg.errors.UndefinedFile as exc:
                 raise StoreError(f"the pgvector extension is not installed on this server: {_short(exc)}") from None
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -111,6 +122,29 @@ class PostgresStore:
             except psycopg.Error as exc:
                 raise StoreError(f"migration failed: {_short(exc)}") from None
         return info
+
+    async def _ensure_host_tables(self, conn: AConn, context: SqlContext) -> None:
+        """The host's tables must exist; only the embedded database and --setup may create them."""
+        t = self._tables
+        missing = []
+        for setting, table in (("DOCUMENTS_TABLE", t.documents), ("CHUNKS_TABLE", t.chunks)):
+            cursor = await conn.execute(
+                "SELECT to_regclass(quote_ident(%s) || '.' || quote_ident(%s)) IS NULL", (t.schema, table)
+            )
+            row = await cursor.fetchone()
+            if row and row[0]:
+                missing.append((setting, table))
+        if not missing:
+            return
+        if self._create_tables:
+            await conn.execute(render(read_sql_file(HOST_TABLES_FILE), context).encode())
+            return
+        setting, table = next((m for m in missing if m[0] == "CHUNKS_TABLE"), missing[0])
+        raise SchemaMismatchError(
+            f"{setting}: the table {t.schema}.{table} does not exist in this database. Set {setting} "
+            f"(and DB_SCHEMA) to your table, or create the tables once with: "
+            "python batch_embedding_processor.py --setup"
+        )
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -277,3 +311,36 @@ def _short(exc: BaseException) -> str:
     """The first line of a driver error, which is the useful part and never holds the password."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# The queue's own columns and the types its functions need. A column that exists with another type (say
+# varchar(10) for the error) would make every write fail mid-batch: refuse it at start, with the fix.
+QUEUE_COLUMNS = {
+    "embedding_attempts": "integer",
+    "embedding_error": "text",
+    "embedding_failed_at": "timestamp with time zone",
+    "embedding_model": "text",
+    "content_hash": "text",
+    "embedded_at": "timestamp with time zone",
+    "embedding_lease_owner": "text",
+    "embedding_lease_expires_at": "timestamp with time zone",
+}
+
+
+async def _check_queue_columns(conn: AConn, tables: TableNames) -> None:
+    cursor = await conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a
+        WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
+          AND a.attname = ANY (%s) AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        (tables.schema, tables.chunks, list(QUEUE_COLUMNS)),
+    )
+    for name, actual in await cursor.fetchall():
+        wanted = QUEUE_COLUMNS[name]
+        if actual != wanted:
+            raise SchemaMismatchError(
+                f"the column {tables.chunks}.{name} is {actual}, but the embedding queue needs {wanted}. "
+                f"Fix it once with: ALTER TABLE {tables.schema}.{tables.chunks} ALTER COLUMN {name} TYPE {wanted}"
+            )

@@ -14,8 +14,11 @@ from importlib.resources import files
 
 from modules.settings import TableNames
 
-# The migration: schema.sql (tables, columns, indexes) first, then these function files, rendered
-# with the id types read from the live table.
+# A fresh install of the current version: schema.sql (columns, indexes, tables of the queue's own) first,
+# then these function files, rendered with the id types read from the live table. Older databases are
+# upgraded by sql/migrations/ instead (modules/stores/migrations.py). host_tables.sql creates the host's
+# own tables, only where that is allowed (the embedded database, or the explicit --setup).
+HOST_TABLES_FILE = "host_tables.sql"
 SCHEMA_FILE = "schema.sql"
 FUNCTION_FILES = ("queue.sql", "repair.sql", "knowledge.sql", "grants.sql")  # grants.sql last: it covers all
 
@@ -57,6 +60,7 @@ class SqlContext:
             "chunks_regclass": f"{schema}.{quote_identifier(t.chunks)}",
             "documents": f"{schema}.{quote_identifier(t.documents)}",
             "cache": f"{schema}.{quote_identifier(t.chunks[:40] + '_embedding_cache')}",
+            "migrations_table": f"{schema}.{quote_identifier('embq_migrations')}",
             "content": quote_identifier(t.content_column),
             "embedding": quote_identifier(t.embedding_column),
             "embedding_name": t.embedding_column,
@@ -92,7 +96,8 @@ def render_deferring(template: str, context: SqlContext, deferred: Collection[st
 
 @cache
 def read_sql_file(name: str) -> str:
-    return files("modules.stores").joinpath("sql", name).read_text(encoding="utf-8")
+    """A file under modules/stores/sql/ ("queue.sql", "migrations/0002_schema_versions.sql")."""
+    return files("modules.stores").joinpath("sql", *name.split("/")).read_text(encoding="utf-8")
 
 
 def named_queries(context: SqlContext) -> dict[str, str]:

@@ -50,11 +50,11 @@ from modules.stores.base import (
     RepairRow,
     SearchHit,
 )
-from modules.stores.migration_file import MIGRATION_NAME
+from modules.stores.migrations import RELEASED_V1, latest_version
 
 log = get_logger(__name__)
 
-_MIGRATION_HINT = f"supabase/migrations/{MIGRATION_NAME}"
+_MIGRATION_HINT = "the files in supabase/migrations/"
 _KEY_HINT = "use the project's service-role key (Dashboard → Project Settings → API keys → service_role / secret)"
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 _RETRY_SQLSTATE_PREFIXES = ("08", "40", "53", "57")  # connection, rollback/deadlock, resources, canceled
@@ -154,11 +154,26 @@ class SupabaseStore:
             )
         row = rows[0]
         dims = row.get("dimensions")
+        await self._check_version()
         return ColumnInfo(
             dimensions=int(dims) if dims is not None else None,
             id_type=str(row["id_type"]),
             doc_id_type=str(row["doc_id_type"]),
         )
+
+    async def _check_version(self) -> None:
+        """The program calls functions of the current schema version; an older database lacks them."""
+        try:
+            version = int(await self._rpc("embq_schema_version", {}))
+        except StoreError as exc:
+            if "PGRST202" not in str(exc):
+                raise
+            version = RELEASED_V1  # version 1 had no version function
+        if version < latest_version():
+            raise SchemaMismatchError(
+                f"the embedding queue on Supabase is at schema version {version}, and this program needs version "
+                f"{latest_version()}: apply {_MIGRATION_HINT} (supabase db push applies the new ones in order)"
+            )
 
     async def _open(self) -> None:
         if self._client is not None:
@@ -277,7 +292,7 @@ class SupabaseStore:
         if code == "PGRST202":
             return StoreError(
                 f"the function {self._tables.schema}.{function} is missing on Supabase ({said}): the embedding "
-                f"queue's migration is not applied. Apply {_MIGRATION_HINT} (supabase db push, or run it in the "
+                f"queue's migration is not applied. Apply {_MIGRATION_HINT} (supabase db push, or run them in the "
                 "SQL editor); if you just did, reload the API's schema cache with: NOTIFY pgrst, 'reload schema'"
             )
         if code == "PGRST106":

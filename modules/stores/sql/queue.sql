@@ -243,6 +243,15 @@ EXCEPTION WHEN invalid_text_representation THEN
 END;
 $$;
 
+-- The version a database has, for clients that cannot read the table (the Supabase REST path).
+CREATE OR REPLACE FUNCTION {{schema}}.embq_schema_version()
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = {{search_path}}
+AS $$
+    SELECT coalesce(max(m.version), 1) FROM {{migrations_table}} m;
+$$;
+
 -- The database's clock, which leases and failure times are measured by (callable over RPC too).
 CREATE OR REPLACE FUNCTION {{schema}}.embq_server_time()
 RETURNS timestamptz

@@ -1,6 +1,9 @@
--- The idempotent migration. Placeholders in double braces are SQL identifiers or type names that
--- the loader quotes and validates (modules/stores/sql_templates.py); values are never templated.
--- It creates the host tables only when they are missing, and otherwise adds only the queue's columns.
+-- The queue's objects on a database that has the host tables: a fresh install of the CURRENT version.
+-- A database that already has an older version is upgraded by migrations/NNNN_*.sql instead (each applied
+-- once, in order, under an advisory lock; see modules/stores/migrations.py), and a test checks that both
+-- roads end in the same schema. After this file come the function files (queue.sql, repair.sql,
+-- knowledge.sql, grants.sql). Placeholders in double braces are validated, quoted identifiers or type
+-- names (modules/stores/sql_templates.py); values are never templated.
 
 -- pgvector goes into the `extensions` schema where there is one (Supabase's convention), else the default.
 DO $vector$
@@ -14,21 +17,6 @@ BEGIN
     END IF;
 END
 $vector$;
-
-CREATE TABLE IF NOT EXISTS {{documents}} (
-    id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
-    name        text,
-    type        text,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE IF NOT EXISTS {{chunks}} (
-    id           text PRIMARY KEY DEFAULT gen_random_uuid()::text,
-    doc_id       text NOT NULL REFERENCES {{documents}} (id) ON DELETE CASCADE,
-    chunk_index  integer NOT NULL,
-    {{content}}  text NOT NULL,
-    {{embedding}} vector({{dimensions}})
-);
 
 -- The queue's own state, one row per chunk, kept beside the host's columns.
 ALTER TABLE {{chunks}}
@@ -57,4 +45,12 @@ CREATE TABLE IF NOT EXISTS {{cache}} (
     embedding   vector NOT NULL,
     hits        bigint NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Which versions of this schema the database has (see migrations/). Read by the migrator; the queue
+-- functions never touch it.
+CREATE TABLE IF NOT EXISTS {{migrations_table}} (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
 );
