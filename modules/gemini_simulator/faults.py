@@ -1,7 +1,9 @@
 """Deterministic fault injection: which fault (if any) each embedding call gets.
 
 Every call draws the same number of uniforms from one `random.Random(seed)`, in a fixed order,
-so a given sequence of calls gets the same faults on every run whatever the rates are.
+so a given sequence of calls gets the same faults on every run whatever the rates are. Faults and
+429 variants added later draw from a second generator (seeded from the same seed), so adding them
+changed no existing seed's sequence of faults.
 """
 
 from __future__ import annotations
@@ -43,16 +45,26 @@ class FaultPlan:
     pick: float = 0.0  # a uniform in [0, 1) for choosing where a corruption goes
 
 
+def _other_seed(seed: int) -> str:
+    # a str seed is hashed with SHA-512 by random.seed (version 2): stable across runs and platforms
+    return f"{seed}:other"
+
+
 class FaultInjector:
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self._seed = seed
         self._rng = random.Random(seed)
+        self._other = random.Random(_other_seed(seed))
 
     def reseed(self, seed: int) -> None:
         with self._lock:
-            self._seed = seed
-            self._rng = random.Random(seed)
+            self._reseed(seed)
+
+    def _reseed(self, seed: int) -> None:
+        self._seed = seed
+        self._rng = random.Random(seed)
+        self._other = random.Random(_other_seed(seed))
 
     def chance(self, rate: float) -> bool:
         """True with probability `rate` (exactly: never for 0.0, always for 1.0)."""
@@ -63,12 +75,20 @@ class FaultInjector:
         with self._lock:
             return self._rng.random() < rate
 
+    def other_chance(self, rate: float) -> bool:
+        """Like `chance`, from the second generator (for the 429 variants)."""
+        if rate <= 0.0:
+            return False
+        if rate >= 1.0:
+            return True
+        with self._lock:
+            return self._other.random() < rate
+
     def plan(self, config: SimulatorConfig) -> FaultPlan:
         """Draw this call's faults (and count down `config.burst_503`)."""
         with self._lock:
             if config.seed != self._seed:
-                self._seed = config.seed
-                self._rng = random.Random(config.seed)
+                self._reseed(config.seed)
             rates = {
                 Fault.ERROR_500: config.error_rate_500,
                 Fault.ERROR_503: config.error_rate_503,

@@ -29,7 +29,8 @@ from .config import SimulatorConfig
 from .faults import Fault, FaultInjector, corrupt_vectors, truncate_body
 from .google_errors import ApiError
 from .parsing import MODELS, EmbedItem, ModelSpec, batch_size, parse_batch, parse_json, parse_single
-from .quota import SlidingWindowQuota, quota_exceeded
+from .quota_book import QuotaBook, Refusal
+from .quota_errors import bare_429, quota_exceeded
 from .stats import SimulatorStats
 from .tokens import count_tokens, truncate_to_tokens
 from .vectors import simulated_embedding, text_sha256
@@ -56,6 +57,7 @@ _REASONS |= {503: b"Service Unavailable"}
 class _Reply:
     status: int = 200
     body: bytes = b""
+    content_type: str = _JSON
     drop: bool = False  # close the connection without answering
     close: bool = False  # answer, then close the connection
 
@@ -82,7 +84,7 @@ class GeminiSimulator:
         self.stats = SimulatorStats()
         self.host = host
         self.port = port
-        self._quota = SlidingWindowQuota()
+        self._quota = QuotaBook()
         self._faults = FaultInjector(self.config.seed)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -127,9 +129,13 @@ class GeminiSimulator:
         self._quota.reset()
         self._faults.reseed(self.config.seed)
 
-    def quota_usage(self) -> tuple[int, int]:
-        """(requests, tokens) currently counted inside the quota window."""
-        return self._quota.usage(self.config.window_seconds)
+    def quota_usage(self, model: str = "gemini-embedding-001") -> tuple[int, int]:
+        """(requests, tokens) currently counted by `model`'s per-minute quota."""
+        return self._quota.usage(model, self.config)
+
+    def day_usage(self, model: str = "gemini-embedding-001") -> int:
+        """Requests currently counted by `model`'s per-day quota."""
+        return self._quota.day_usage(model, self.config)
 
     # ------------------------------------------------------------------ HTTP/1.1
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -203,7 +209,7 @@ class GeminiSimulator:
     @staticmethod
     def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: _Reply) -> None:
         headers = [
-            ("content-type", _JSON),
+            ("content-type", reply.content_type),
             ("content-length", str(len(reply.body))),
             *_BASE_HEADERS,
         ]
@@ -247,6 +253,26 @@ class GeminiSimulator:
     def _error(self, error: ApiError) -> _Reply:
         self.stats.record_status(error.code)
         return _Reply(error.code, error.body())
+
+    def _refuse(self, refusal: Refusal, model: ModelSpec) -> _Reply:
+        """The 429 for a call over quota: Google's body with the configured variants, or a bare one."""
+        config = self.config
+        self.stats.record_rate_limit([v.kind for v in refusal.violations])
+        # drawn first and always, as before the variants existed, to keep each seed's fault sequence
+        with_retry = self._faults.chance(config.retry_info_rate) and refusal.retry_info_allowed
+        if self._faults.other_chance(config.bare_429_rate):
+            self.stats.record_fault("bare_429")
+            self.stats.record_status(429)
+            bare = bare_429(config.bare_429_body)
+            return _Reply(429, bare.body, content_type=bare.content_type)
+        error = quota_exceeded(
+            refusal.violations,
+            model.quota_model,
+            with_retry,
+            with_quota_value=self._faults.other_chance(config.quota_value_rate),
+            retry_delay_override=config.retry_delay_override,
+        )
+        return self._error(error)
 
     def _admin(self, method: str, path: str, body: bytes) -> _Reply:
         if path == "/_sim/stats" and method == "GET":
@@ -316,14 +342,14 @@ class GeminiSimulator:
         try:
             model, items = self._validate(version, model_name, endpoint, key, body)
             texts, tokens = self._limit_texts(model, items)
-            requests = 1 if config.count_mode == "call" else len(items)
-            violations = self._quota.check(requests, tokens, config.rpm, config.tpm, config.window_seconds)
-            if violations:
-                with_retry = self._faults.chance(config.retry_info_rate)
-                raise quota_exceeded(violations, model.quota_model, with_retry)
         except ApiError as error:
             logger.info("%s %s -> %d %s", endpoint, model_name, error.code, error.status)
             return self._error(error)
+        requests = 1 if config.count_mode == "call" else len(items)
+        refusal = self._quota.check(model.name, requests, tokens, config)
+        if refusal is not None:
+            logger.info("%s %s -> 429 %s", endpoint, model_name, ",".join(v.kind for v in refusal.violations))
+            return self._refuse(refusal, model)
 
         plan = self._faults.plan(config)
         if plan.failure is not None:
@@ -335,7 +361,7 @@ class GeminiSimulator:
                 google_errors.internal() if plan.failure is Fault.ERROR_500 else google_errors.overloaded()
             )
 
-        self._quota.charge(requests, tokens)
+        self._quota.charge(model.name, requests, tokens, config)
         self.stats.record_tokens(tokens)
         delay = (config.latency_base_ms + config.latency_per_text_ms * len(items)) / 1000.0
         if plan.slow:

@@ -22,6 +22,9 @@ class SimulatorStats:
     drops: int = 0  # connections closed without an answer
     tokens_counted: int = 0  # input tokens charged to the quota (truncated texts count 2,048)
     max_batch_seen: int = 0  # largest number of requests in one well-formed call body
+    # quota 429s by the limit they name: "minute_requests", "minute_tokens", "day_requests" (a 429
+    # naming two limits counts under both; bare 429s count under the limit that refused the call)
+    rate_limits_by_kind: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -62,6 +65,10 @@ class SimulatorStats:
             if kind == "drop":
                 self.drops += 1
 
+    def record_rate_limit(self, kinds: list[str]) -> None:
+        with self._lock:
+            self.rate_limits_by_kind.update(kinds)
+
     def record_tokens(self, tokens: int) -> None:
         with self._lock:
             self.tokens_counted += tokens
@@ -84,6 +91,7 @@ class SimulatorStats:
             self.drops = 0
             self.tokens_counted = 0
             self.max_batch_seen = 0
+            self.rate_limits_by_kind.clear()
 
     def snapshot(self) -> SimulatorStats:
         with self._lock:
@@ -97,6 +105,7 @@ class SimulatorStats:
                 drops=self.drops,
                 tokens_counted=self.tokens_counted,
                 max_batch_seen=self.max_batch_seen,
+                rate_limits_by_kind=Counter(self.rate_limits_by_kind),
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,4 +126,5 @@ class SimulatorStats:
             "faults": dict(copy.faults),
             "tokens_counted": copy.tokens_counted,
             "max_batch_seen": copy.max_batch_seen,
+            "rate_limits_by_kind": dict(copy.rate_limits_by_kind),
         }
