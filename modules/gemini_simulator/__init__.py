@@ -9,12 +9,12 @@ with `GOOGLE_GEMINI_BASE_URL` or `HttpOptions(base_url=...)`.
 
 from .config import SimulatorConfig
 from .google_errors import ApiError
-from .parsing import MAX_BATCH, MODELS, ModelSpec
+from .models import MAX_BATCH, MODELS, ModelSpec
 from .quota import format_retry_delay
 from .server import GeminiSimulator, run_simulator_in_thread
 from .stats import SimulatorStats
 from .tokens import count_tokens, truncate_to_tokens
-from .vectors import NATIVE_DIMENSIONS, simulated_embedding, text_sha256
+from .vectors import NATIVE_DIMENSIONS, model_embedding, simulated_embedding, text_sha256
 
 __all__ = [
     "MAX_BATCH",
@@ -27,6 +27,7 @@ __all__ = [
     "SimulatorStats",
     "count_tokens",
     "format_retry_delay",
+    "model_embedding",
     "run_simulator_in_thread",
     "simulated_embedding",
     "text_sha256",

@@ -28,12 +28,13 @@ from . import google_errors
 from .config import SimulatorConfig
 from .faults import Fault, FaultInjector, corrupt_vectors, truncate_body
 from .google_errors import ApiError
-from .parsing import MODELS, EmbedItem, ModelSpec, batch_size, parse_batch, parse_json, parse_single
+from .models import MODELS, ModelSpec
+from .parsing import EmbedItem, batch_size, parse_batch, parse_json, parse_single
 from .quota_book import QuotaBook, Refusal
 from .quota_errors import bare_429, quota_exceeded
 from .stats import SimulatorStats
 from .tokens import count_tokens, truncate_to_tokens
-from .vectors import simulated_embedding, text_sha256
+from .vectors import model_embedding, text_sha256
 from .wire import batch_body, single_body
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class GeminiSimulator:
             self.stats.record_call("other")
             return self._error(google_errors.path_not_found(raw_path))
         endpoint = match["method"]
-        self.stats.record_call(endpoint)
+        self.stats.record_call(endpoint, match["model"].removeprefix("models/"))
         if method != "POST":
             return self._error(google_errors.method_not_allowed(method))
         key = self._api_key(request.headers, query)
@@ -371,7 +372,7 @@ class GeminiSimulator:
             await asyncio.sleep(delay)
 
         vectors: list[npt.NDArray[np.float32]] = [
-            simulated_embedding(text, item.dimensions) for text, item in zip(texts, items, strict=True)
+            model_embedding(model.name, text, item.dimensions) for text, item in zip(texts, items, strict=True)
         ]
         corruption = plan.corruption
         if corruption in (Fault.COUNT_MISMATCH, Fault.WRONG_LENGTH, Fault.NAN):
@@ -387,7 +388,7 @@ class GeminiSimulator:
             out = truncate_body(out, plan.pick)
         self.stats.record_status(200)
         if corruption is None:
-            self.stats.record_success([text_sha256(item.text) for item in items])
+            self.stats.record_success([text_sha256(item.text) for item in items], model.name)
         else:
             self.stats.record_fault(corruption.value)
         logger.info("%s %d texts -> 200%s", endpoint, len(items), f" ({corruption.value})" if corruption else "")

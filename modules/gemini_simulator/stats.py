@@ -25,6 +25,8 @@ class SimulatorStats:
     # quota 429s by the limit they name: "minute_requests", "minute_tokens", "day_requests" (a 429
     # naming two limits counts under both; bare 429s count under the limit that refused the call)
     rate_limits_by_kind: Counter[str] = field(default_factory=Counter)
+    calls_by_model: Counter[str] = field(default_factory=Counter)  # embedding calls by the model in the URL
+    texts_embedded_by_model: Counter[str] = field(default_factory=Counter)  # texts in clean 200s, by model
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -47,9 +49,11 @@ class SimulatorStats:
     def total_calls(self) -> int:
         return sum(self.calls_by_endpoint.values())
 
-    def record_call(self, endpoint: str) -> None:
+    def record_call(self, endpoint: str, model: str | None = None) -> None:
         with self._lock:
             self.calls_by_endpoint[endpoint] += 1
+            if model is not None:
+                self.calls_by_model[model] += 1
 
     def record_batch_size(self, size: int) -> None:
         with self._lock:
@@ -73,11 +77,12 @@ class SimulatorStats:
         with self._lock:
             self.tokens_counted += tokens
 
-    def record_success(self, text_hashes: list[str]) -> None:
+    def record_success(self, text_hashes: list[str], model: str = "gemini-embedding-001") -> None:
         with self._lock:
             self.successful_calls += 1
             self.texts_embedded += len(text_hashes)
             self.embeds_per_text.update(text_hashes)
+            self.texts_embedded_by_model[model] += len(text_hashes)
 
     def clear(self) -> None:
         """Zero everything in place (references to this object stay valid)."""
@@ -92,6 +97,8 @@ class SimulatorStats:
             self.tokens_counted = 0
             self.max_batch_seen = 0
             self.rate_limits_by_kind.clear()
+            self.calls_by_model.clear()
+            self.texts_embedded_by_model.clear()
 
     def snapshot(self) -> SimulatorStats:
         with self._lock:
@@ -106,6 +113,8 @@ class SimulatorStats:
                 tokens_counted=self.tokens_counted,
                 max_batch_seen=self.max_batch_seen,
                 rate_limits_by_kind=Counter(self.rate_limits_by_kind),
+                calls_by_model=Counter(self.calls_by_model),
+                texts_embedded_by_model=Counter(self.texts_embedded_by_model),
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,4 +136,6 @@ class SimulatorStats:
             "tokens_counted": copy.tokens_counted,
             "max_batch_seen": copy.max_batch_seen,
             "rate_limits_by_kind": dict(copy.rate_limits_by_kind),
+            "calls_by_model": dict(copy.calls_by_model),
+            "texts_embedded_by_model": dict(copy.texts_embedded_by_model),
         }
