@@ -253,6 +253,55 @@ class SimulatorConfig:
     nan_rate: float = field(
         default=0.0, metadata=_spec(_rate, "share of calls where one vector holds a bare NaN token", "P")
     )
+    # --- hostile upstream answers: probabilities per embedding call, from a second generator seeded
+    # with --seed, so they leave the sequence of the faults above unchanged
+    zero_vector_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls where one vector is all zeros", "P")
+    )
+    overflow_rate: float = field(
+        default=0.0,
+        metadata=_spec(
+            _rate, "share of calls where one vector is scaled to |v| ~ 3e38 (its float32 norm overflows)", "P"
+        ),
+    )
+    underflow_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of calls where one vector is scaled to |v| ~ 1e-30 (its float32 norm is 0)", "P"),
+    )
+    drip_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of calls answered 200 a few bytes at a time (see --drip-bytes-per-second)", "P"),
+    )
+    drip_bytes_per_second: float = field(
+        default=8.0, metadata=_spec(_positive, "pace of a dripped answer, in bytes per second", "B")
+    )
+    hang_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls never answered, until the client goes away", "P")
+    )
+    redirect_rate: float = field(
+        default=0.0,
+        metadata=_spec(
+            _rate, "share of calls answered with a redirect to another origin (see --redirect-location)", "P"
+        ),
+    )
+    redirect_location: str | None = field(
+        default=None,
+        metadata=_spec(
+            _optional_text,
+            "origin a redirect points at (its path is /redirected/<original path>); none = the simulator's own "
+            "second listener, which records what arrives",
+            "URL",
+        ),
+    )
+    redirect_status: int = field(
+        default=307, metadata=_spec(_redirect_status, "status of a redirect: 301, 302, 303, 307 or 308", "CODE")
+    )
+    echo_key_rate: float = field(
+        default=0.0,
+        metadata=_spec(
+            _rate, "share of calls answered 400 INVALID_ARGUMENT with the caller's API key in the message", "P"
+        ),
+    )
     # --- latency
     latency_base_ms: float = field(
         default=0.0, metadata=_spec(_non_negative, "delay before every embedding answer, in ms", "MS")

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+_KEPT_REDIRECTS = 20
+
 
 @dataclass
 class SimulatorStats:
@@ -27,6 +29,11 @@ class SimulatorStats:
     rate_limits_by_kind: Counter[str] = field(default_factory=Counter)
     calls_by_model: Counter[str] = field(default_factory=Counter)  # embedding calls by the model in the URL
     texts_embedded_by_model: Counter[str] = field(default_factory=Counter)  # texts in clean 200s, by model
+    # requests that followed a redirect to /redirected/..., and how many of them carried an API key
+    # (x-goog-api-key, ?key= or Authorization); the last few kept, key-bearing values redacted
+    redirected_calls: int = 0
+    redirected_with_key: int = 0
+    redirected_requests: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -73,6 +80,13 @@ class SimulatorStats:
         with self._lock:
             self.rate_limits_by_kind.update(kinds)
 
+    def record_redirected(self, request: dict[str, Any], carried_key: bool) -> None:
+        with self._lock:
+            self.redirected_calls += 1
+            self.redirected_with_key += int(carried_key)
+            self.redirected_requests.append({**request, "carried_key": carried_key})
+            del self.redirected_requests[:-_KEPT_REDIRECTS]
+
     def record_tokens(self, tokens: int) -> None:
         with self._lock:
             self.tokens_counted += tokens
@@ -99,6 +113,9 @@ class SimulatorStats:
             self.rate_limits_by_kind.clear()
             self.calls_by_model.clear()
             self.texts_embedded_by_model.clear()
+            self.redirected_calls = 0
+            self.redirected_with_key = 0
+            self.redirected_requests.clear()
 
     def snapshot(self) -> SimulatorStats:
         with self._lock:
@@ -115,6 +132,9 @@ class SimulatorStats:
                 rate_limits_by_kind=Counter(self.rate_limits_by_kind),
                 calls_by_model=Counter(self.calls_by_model),
                 texts_embedded_by_model=Counter(self.texts_embedded_by_model),
+                redirected_calls=self.redirected_calls,
+                redirected_with_key=self.redirected_with_key,
+                redirected_requests=[dict(r) for r in self.redirected_requests],
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,4 +158,7 @@ class SimulatorStats:
             "rate_limits_by_kind": dict(copy.rate_limits_by_kind),
             "calls_by_model": dict(copy.calls_by_model),
             "texts_embedded_by_model": dict(copy.texts_embedded_by_model),
+            "redirected_calls": copy.redirected_calls,
+            "redirected_with_key": copy.redirected_with_key,
+            "redirected_requests": copy.redirected_requests,
         }
