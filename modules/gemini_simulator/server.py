@@ -20,16 +20,17 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import h11
 import numpy as np
 import numpy.typing as npt
 
 from . import google_errors
+from .auth import api_key
 from .config import SimulatorConfig
 from .corruptions import corrupt_vectors, truncate_body
 from .faults import Fault, FaultInjector, FaultPlan
@@ -39,6 +40,7 @@ from .models import MODELS, ModelSpec
 from .parsing import EmbedItem, batch_size, parse_batch, parse_json, parse_single
 from .quota_book import QuotaBook, Refusal
 from .quota_errors import bare_429, quota_exceeded
+from .redirects import is_redirected, redirect_reply, redirected_request
 from .stats import SimulatorStats
 from .tokens import count_tokens, truncate_to_tokens
 from .vectors import model_embedding, text_sha256
@@ -52,8 +54,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 _EMBED_PATH = re.compile(
     r"^/(?P<version>v1|v1beta)/models/(?P<model>[^/:]+):(?P<method>batchEmbedContents|embedContent)$"
 )
-_REDIRECTED = "/redirected"
-_KEY_HEADERS = frozenset({b"x-goog-api-key", b"authorization", b"cookie"})
 _VECTOR_FAULTS = frozenset(
     {Fault.COUNT_MISMATCH, Fault.WRONG_LENGTH, Fault.NAN, Fault.ZERO_VECTOR, Fault.OVERFLOW, Fault.UNDERFLOW}
 )
@@ -218,7 +218,7 @@ class GeminiSimulator:
         method = request.method.decode("ascii", "replace").upper()
         if path.startswith("/_sim/"):
             return self._admin(method, path, body)
-        if path.startswith(f"{_REDIRECTED}/"):
+        if is_redirected(path):
             return self._redirected(request, method, raw_path, query)
         match = _EMBED_PATH.match(path)
         if match is None:
@@ -228,7 +228,7 @@ class GeminiSimulator:
         self.stats.record_call(endpoint, match["model"].removeprefix("models/"))
         if method != "POST":
             return self._error(google_errors.method_not_allowed(method))
-        key = self._api_key(request.headers, query)
+        key = api_key(request.headers, query)
         return await self._embed(match["version"], match["model"], endpoint, key, body, target)
 
     def _other_origin(self, request: h11.Request, body: bytes) -> Reply:
@@ -236,37 +236,13 @@ class GeminiSimulator:
         target = request.target.decode("latin-1")
         raw_path, _, query = target.partition("?")
         method = request.method.decode("ascii", "replace").upper()
-        if unquote(raw_path).startswith(f"{_REDIRECTED}/"):
+        if is_redirected(unquote(raw_path)):
             return self._redirected(request, method, raw_path, query)
         return _json_reply(404, google_errors.path_not_found(raw_path).payload())
 
     def _redirected(self, request: h11.Request, method: str, raw_path: str, query: str) -> Reply:
-        """Record a request that followed a redirect (key-bearing values redacted), answer 404."""
-        carried_key = self._api_key(request.headers, query) is not None or any(
-            name == b"authorization" for name, _ in request.headers
-        )
-        headers = {
-            name.decode("latin-1"): "<redacted>" if name in _KEY_HEADERS else value.decode("latin-1")
-            for name, value in request.headers
-        }
-        self.stats.record_redirected({"method": method, "path": raw_path, "headers": headers}, carried_key)
+        self.stats.record_redirected(*redirected_request(request.headers, method, raw_path, query))
         return _json_reply(404, google_errors.path_not_found(raw_path).payload())
-
-    def _redirect(self, target: str) -> Reply:
-        origin = (self.config.redirect_location or self.other_origin_url).rstrip("/")
-        location = f"{origin}{_REDIRECTED}{target}"
-        status = self.config.redirect_status
-        body = f'<a href="{location}">moved</a>.\n'.encode()
-        self.stats.record_status(status)
-        return Reply(status, body, content_type="text/html; charset=UTF-8", headers=[("location", location)])
-
-    @staticmethod
-    def _api_key(headers: Sequence[tuple[bytes, bytes]], query: str) -> str | None:
-        for name, value in headers:
-            if name == b"x-goog-api-key" and value.strip():
-                return value.decode("latin-1").strip()
-        keys = parse_qs(query).get("key") if query else None
-        return keys[0].strip() if keys and keys[0].strip() else None
 
     def _error(self, error: ApiError) -> Reply:
         self.stats.record_status(error.code)
@@ -395,7 +371,9 @@ class GeminiSimulator:
         if failure is Fault.DROP:
             return Reply(drop=True)
         if failure is Fault.REDIRECT:
-            return self._redirect(target)
+            self.stats.record_status(self.config.redirect_status)
+            origin = self.config.redirect_location or self.other_origin_url
+            return redirect_reply(self.config.redirect_status, origin, target)
         if failure is Fault.ECHO_KEY:
             return self._error(google_errors.key_echoed(key or ""))
         return self._error(google_errors.internal() if failure is Fault.ERROR_500 else google_errors.overloaded())
@@ -420,14 +398,21 @@ class GeminiSimulator:
         if corruption is Fault.MALFORMED:
             out = truncate_body(out, plan.pick)
         self.stats.record_status(200)
-        hashes = [text_sha256(item.text) for item in items]
-
-        def delivered() -> None:
-            self.stats.record_success(hashes, model.name)
-
+        reply = Reply(200, out)
         if corruption is not None:
             self.stats.record_fault(corruption.value)
-        reply = Reply(200, out, on_delivered=delivered if corruption is None else None)
+        else:
+            hashes = [text_sha256(item.text) for item in items]
+
+            def succeeded() -> None:
+                self.stats.record_success(hashes, model.name)
+
+            # counted before the answer leaves (a client that has it sees it counted), except a
+            # dripped answer, which counts only if it arrives whole
+            if plan.drip:
+                reply.on_delivered = succeeded
+            else:
+                succeeded()
         if plan.drip:
             self.stats.record_fault(Fault.DRIP.value)
             reply.drip_bytes_per_second = self.config.drip_bytes_per_second
