@@ -527,7 +527,10 @@ def test_cli_prints_the_url_serves_and_exits_0_on_sigterm() -> None:
         cwd=ROOT,
         check=True,
     ).stdout
-    for flag in ("--rpm", "--tpm", "--window-seconds", "--count-mode", "--retry-info-rate", "--burst-503"):
+    flags = ("--rpm", "--tpm", "--window-seconds", "--count-mode", "--retry-info-rate", "--burst-503")
+    flags += ("--quota-shape", "--rpd", "--day-seconds", "--bare-429-rate", "--retry-delay-override")
+    flags += ("--overflow-rate", "--drip-bytes-per-second", "--hang-rate", "--redirect-location", "--echo-key-rate")
+    for flag in flags:
         assert flag in help_text
     assert "GOOGLE_GEMINI_BASE_URL" in help_text
     process = subprocess.Popen(

@@ -1,20 +1,65 @@
 """A wire-compatible simulator of Google's Gemini embedding REST API (embedContent and
 batchEmbedContents), with quotas, Google's real error bodies and injectable faults.
 
-Vectors are a pure function of the text (`simulated_embedding`), so tests can check exactly what
-was stored. Run it in-process (`async with GeminiSimulator(...)`), in a thread
-(`run_simulator_in_thread`) or as `python -m modules.gemini_simulator` and point the SDK at it
-with `GOOGLE_GEMINI_BASE_URL` or `HttpOptions(base_url=...)`.
+Vectors are a pure function of the model and the text (`model_embedding`; for gemini-embedding-001
+exactly `simulated_embedding(text, dims)`), so tests can check exactly what was stored. Run it
+in-process (`async with GeminiSimulator(...)`), in a thread (`run_simulator_in_thread`) or as
+`python -m modules.gemini_simulator` and point the SDK at it with `GOOGLE_GEMINI_BASE_URL` or
+`HttpOptions(base_url=...)`.
+
+Models (models.py): gemini-embedding-001 (2,048 tokens; 128..3072 dims, truncated vectors not
+renormalised) and gemini-embedding-2 (8,192 tokens; 128..3072 dims, renormalised; task_type and
+title accepted and ignored; its own vector space). One vector per Content, all its text parts
+joined; note the SDK folds `contents=[str, ...]` into ONE Content for gemini-embedding-2.
+
+Config fields (SimulatorConfig; the same names on the command line as --kebab-case and in
+`POST /_sim/config` as JSON). Quotas are kept per model.
+  api_key               the only key accepted (others: 400 API_KEY_INVALID); none = any key
+  rpm, tpm              requests / input tokens per window (none = unlimited)
+  window_seconds        length of the per-minute window (default 60)
+  quota_shape           sliding (default) | fixed (windows from the start, zeroed at each
+                        boundary; RetryInfo = time to it) | token_bucket (holds the limit, refills
+                        limit/window a second; RetryInfo = time until the missing room refills)
+  rpd                   requests per day (none = unlimited), counted like rpm
+  day_seconds           length of a day (default 86400; tests compress it)
+  day_quota_shape       shape of the per-day quota (default fixed, as Google resets it at midnight PT)
+  day_retry_delay       RetryInfo of a per-day 429: short (Google's: seconds) | reset | none
+  count_mode            call: one request per HTTP call | text: one per text in a batch
+  retry_info_rate       share of 429s with RetryInfo and "Please retry in ..."
+  quota_value_rate      share of 429s whose QuotaFailure violations carry quotaValue
+  retry_delay_override  sent verbatim as retryDelay and in "Please retry in" (e.g. "0s", "soon")
+  bare_429_rate         share of 429s without QuotaFailure or RetryInfo ...
+  bare_429_body         ... as json (Vertex AI's) | text (Envoy's) | html (nginx's)
+  over_limit            a text over the model's token limit: truncate | reject (400)
+  poison_marker         a call with a text containing it fails whole with 400
+  seed                  seed of the fault generators
+  error_rate_500, error_rate_503, burst_503, drop_rate      failures instead of an answer
+  slow_rate, slow_seconds                                   a late answer
+  malformed_rate, count_mismatch_rate, wrong_length_rate, nan_rate   corrupted 200s
+  zero_vector_rate      one vector all zeros
+  overflow_rate         one vector scaled to |v| ~ 3e38 (float32 sum of squares overflows)
+  underflow_rate        one vector scaled to |v| ~ 1e-30 (float32 norm is 0)
+  drip_rate, drip_bytes_per_second   a 200 whose body arrives a few bytes a second
+  hang_rate             a request charged and never answered, until the client leaves
+  redirect_rate, redirect_location, redirect_status   a redirect to another origin (by default
+                        the simulator's second listener, which records in the stats whether the
+                        API key came along: redirected_calls, redirected_with_key)
+  echo_key_rate         a 400 INVALID_ARGUMENT whose message quotes the caller's API key
+  latency_base_ms, latency_per_text_ms   delay of every answer
+
+Stats (`sim.stats`, `GET /_sim/stats`) add to the earlier keys: rate_limits_by_kind
+(minute_requests / minute_tokens / day_requests), calls_by_model, texts_embedded_by_model and the
+redirect records.
 """
 
 from .config import SimulatorConfig
 from .google_errors import ApiError
-from .parsing import MAX_BATCH, MODELS, ModelSpec
+from .models import MAX_BATCH, MODELS, ModelSpec
 from .quota import format_retry_delay
 from .server import GeminiSimulator, run_simulator_in_thread
 from .stats import SimulatorStats
 from .tokens import count_tokens, truncate_to_tokens
-from .vectors import NATIVE_DIMENSIONS, simulated_embedding, text_sha256
+from .vectors import NATIVE_DIMENSIONS, model_embedding, simulated_embedding, text_sha256
 
 __all__ = [
     "MAX_BATCH",
@@ -27,6 +72,7 @@ __all__ = [
     "SimulatorStats",
     "count_tokens",
     "format_retry_delay",
+    "model_embedding",
     "run_simulator_in_thread",
     "simulated_embedding",
     "text_sha256",

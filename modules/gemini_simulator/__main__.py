@@ -26,8 +26,10 @@ While it runs:
   curl -X POST URL/_sim/config -d '{"rpm": 10}'     change any setting above (JSON field names)
   curl -X POST URL/_sim/reset                       clear stats and quota windows
 
-Quotas use a sliding window: a call is admitted when the requests (tokens) admitted in the last
---window-seconds plus its own stay within --rpm (--tpm); a 429 says how long until there is room.
+Quotas are per model. By default a sliding window: a call is admitted when the requests (tokens)
+admitted in the last --window-seconds plus its own stay within --rpm (--tpm); a 429 says how long
+until there is room. --quota-shape fixed|token_bucket changes how room comes back; --rpd adds a
+per-day request quota (--day-seconds long), answered the way Google answers it.
 """
 
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modules.gemini_simulator",
         description="A local, wire-compatible simulator of the Gemini embedding REST API "
-        "(models/gemini-embedding-001: embedContent, batchEmbedContents).",
+        "(gemini-embedding-001 and gemini-embedding-2: embedContent, batchEmbedContents).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

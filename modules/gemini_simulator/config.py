@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 CountMode = Literal["call", "text"]
 OverLimit = Literal["truncate", "reject"]
+QuotaShape = Literal["sliding", "fixed", "token_bucket"]
+DayRetryDelay = Literal["short", "reset", "none"]
+BareBody = Literal["json", "text", "html"]
 Parser = Callable[[object], Any]
 
 _NONE_WORDS = frozenset({"none", "null", "unlimited", "off", ""})
@@ -99,6 +102,13 @@ def _choice(*choices: str) -> Parser:
     return parse
 
 
+def _redirect_status(value: object) -> int:
+    number = _as_int(value)
+    if number not in (301, 302, 303, 307, 308):
+        raise ValueError(f"expected one of 301, 302, 303, 307, 308, got {number}")
+    return number
+
+
 def _spec(parser: Parser, help_text: str, metavar: str) -> dict[str, Any]:
     return {"parse": parser, "help": help_text, "metavar": metavar}
 
@@ -117,7 +127,7 @@ class SimulatorConfig:
             "KEY",
         ),
     )
-    # --- quotas (sliding window)
+    # --- quotas (per model, like Google's "PerProjectPerModel" quotas)
     rpm: int | None = field(
         default=None,
         metadata=_spec(_limit, "requests allowed per window (none = unlimited); see --count-mode", "N"),
@@ -128,19 +138,79 @@ class SimulatorConfig:
     )
     window_seconds: float = field(
         default=60.0,
-        metadata=_spec(_positive, "length of the sliding quota window in seconds (tests compress it)", "S"),
+        metadata=_spec(_positive, "length of the per-minute quota window in seconds (tests compress it)", "S"),
+    )
+    quota_shape: QuotaShape = field(
+        default="sliding",
+        metadata=_spec(
+            _choice("sliding", "fixed", "token_bucket"),
+            "shape of the per-minute quotas: 'sliding' log, 'fixed' windows from the start (counters zeroed "
+            "at each boundary), or 'token_bucket' (holds the limit, refills limit/window per second)",
+            "SHAPE",
+        ),
+    )
+    rpd: int | None = field(
+        default=None,
+        metadata=_spec(_limit, "requests allowed per day (none = unlimited), counted as --count-mode says", "N"),
+    )
+    day_seconds: float = field(
+        default=86400.0,
+        metadata=_spec(_positive, "length of the per-day quota window in seconds (tests compress it)", "S"),
+    )
+    day_quota_shape: QuotaShape = field(
+        default="fixed",
+        metadata=_spec(
+            _choice("sliding", "fixed", "token_bucket"),
+            "shape of the per-day quota (Google resets it at a fixed time: 'fixed')",
+            "SHAPE",
+        ),
+    )
+    day_retry_delay: DayRetryDelay = field(
+        default="short",
+        metadata=_spec(
+            _choice("short", "reset", "none"),
+            "RetryInfo of a per-day 429: 'short' = seconds, as Google sends, 'reset' = the true wait until "
+            "the day has room, 'none' = no RetryInfo",
+            "MODE",
+        ),
     )
     count_mode: CountMode = field(
         default="call",
         metadata=_spec(
             _choice("call", "text"),
-            "what one 'request' is for --rpm: 'call' = one HTTP call, 'text' = each text in a batch",
+            "what one 'request' is for --rpm and --rpd: 'call' = one HTTP call, 'text' = each text in a batch",
             "MODE",
         ),
     )
+    # --- what a 429 says
     retry_info_rate: float = field(
         default=1.0,
         metadata=_spec(_rate, "share of 429s that carry RetryInfo and 'Please retry in ...' (0..1)", "P"),
+    )
+    quota_value_rate: float = field(
+        default=1.0,
+        metadata=_spec(_rate, "share of 429s whose QuotaFailure violations carry quotaValue (the limit)", "P"),
+    )
+    retry_delay_override: str | None = field(
+        default=None,
+        metadata=_spec(
+            _optional_text,
+            "send this verbatim as RetryInfo.retryDelay and in 'Please retry in' instead of the true wait "
+            "(e.g. 86400s, 0s, -5s, soon)",
+            "TEXT",
+        ),
+    )
+    bare_429_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of 429s answered bare, like a proxy or Vertex AI: no QuotaFailure/RetryInfo", "P"),
+    )
+    bare_429_body: BareBody = field(
+        default="json",
+        metadata=_spec(
+            _choice("json", "text", "html"),
+            "body of a bare 429: Vertex AI's minimal 'json', Envoy's plain 'text', or nginx's 'html' page",
+            "KIND",
+        ),
     )
     # --- input limits
     over_limit: OverLimit = field(
@@ -182,6 +252,55 @@ class SimulatorConfig:
     )
     nan_rate: float = field(
         default=0.0, metadata=_spec(_rate, "share of calls where one vector holds a bare NaN token", "P")
+    )
+    # --- hostile upstream answers: probabilities per embedding call, from a second generator seeded
+    # with --seed, so they leave the sequence of the faults above unchanged
+    zero_vector_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls where one vector is all zeros", "P")
+    )
+    overflow_rate: float = field(
+        default=0.0,
+        metadata=_spec(
+            _rate, "share of calls where one vector is scaled to |v| ~ 3e38 (its float32 norm overflows)", "P"
+        ),
+    )
+    underflow_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of calls where one vector is scaled to |v| ~ 1e-30 (its float32 norm is 0)", "P"),
+    )
+    drip_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of calls answered 200 a few bytes at a time (see --drip-bytes-per-second)", "P"),
+    )
+    drip_bytes_per_second: float = field(
+        default=8.0, metadata=_spec(_positive, "pace of a dripped answer, in bytes per second", "B")
+    )
+    hang_rate: float = field(
+        default=0.0, metadata=_spec(_rate, "share of calls never answered, until the client goes away", "P")
+    )
+    redirect_rate: float = field(
+        default=0.0,
+        metadata=_spec(
+            _rate, "share of calls answered with a redirect to another origin (see --redirect-location)", "P"
+        ),
+    )
+    redirect_location: str | None = field(
+        default=None,
+        metadata=_spec(
+            _optional_text,
+            "origin a redirect points at (its path is /redirected/<original path>); none = the simulator's own "
+            "second listener, which records what arrives",
+            "URL",
+        ),
+    )
+    redirect_status: int = field(
+        default=307, metadata=_spec(_redirect_status, "status of a redirect: 301, 302, 303, 307 or 308", "CODE")
+    )
+    echo_key_rate: float = field(
+        default=0.0,
+        metadata=_spec(
+            _rate, "share of calls answered 400 INVALID_ARGUMENT with the caller's API key in the message", "P"
+        ),
     )
     # --- latency
     latency_base_ms: float = field(

@@ -113,3 +113,16 @@ def overloaded() -> ApiError:
 
 def too_large(limit: int) -> ApiError:
     return ApiError(400, f"Request payload size exceeds the limit: {limit} bytes.")
+
+
+def key_echoed(key: str) -> ApiError:
+    """A 400 quoting the caller's API key. Google's own bodies do this in places: an invalid key's
+    400 may carry a DebugInfo "Invalid API key: <key>" (github.com/google/timesketch/pull/3703), a
+    suspended key's 403 names "api_key:<key>" twice (github.com/continuedev/continue/issues/10902);
+    misconfigured gateways put it in the message. Here it is in both, so a client that logs or
+    raises `str(error)` leaks it."""
+    return ApiError(
+        400,
+        f"Invalid API key: {key}",
+        details=[{"@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": f"Invalid API key: {key}"}],
+    )

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .google_errors import ApiError, bad_request, field_violation
+from .models import MAX_BATCH, MODELS, ModelSpec
 
-MAX_BATCH = 100
+__all__ = ["MAX_BATCH", "MODELS", "TASK_TYPES", "EmbedItem", "ModelSpec", "parse_batch", "parse_json", "parse_single"]
 
 TASK_TYPES = frozenset(
     {
@@ -25,20 +26,6 @@ TASK_TYPES = frozenset(
         "CODE_RETRIEVAL_QUERY",
     }
 )
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    native_dimensions: int
-    min_dimensions: int
-    max_input_tokens: int
-    quota_model: str  # the model name Google reports in quota errors
-
-
-MODELS: dict[str, ModelSpec] = {
-    "gemini-embedding-001": ModelSpec("gemini-embedding-001", 3072, 128, 2048, "gemini-embedding-1.0"),
-}
 
 
 @dataclass(frozen=True)
@@ -135,7 +122,9 @@ def _task_type(value: Any, path: str, version: str) -> str:
     return value
 
 
-def _text(content: Any, path: str, context: str) -> str:
+def _text(content: Any, path: str, context: str, model: ModelSpec) -> str:
+    """The content's text parts joined with nothing between them (one vector per content, however
+    many parts; how Google joins them is not documented)."""
     fields = _fields(content, path, _CONTENT_FIELDS, "content")
     parts = fields.get("parts")
     if parts is None or (isinstance(parts, list) and not parts):
@@ -148,7 +137,13 @@ def _text(content: Any, path: str, context: str) -> str:
         if not isinstance(part, dict):
             raise _invalid_value(part_path, "type.googleapis.com/google.ai.generativelanguage.Part", part)
         if "text" not in part:
-            raise bad_request(f"* {context}.parts[{i}]: only text parts can be embedded by this model.\n")
+            # gemini-embedding-2 embeds images, audio, video and PDFs too; the simulator does not
+            what = (
+                "the simulator embeds text parts only"
+                if model.multimodal
+                else "only text parts can be embedded by this model"
+            )
+            raise bad_request(f"* {context}.parts[{i}]: {what}.\n")
         texts.append(_string(part["text"], f"{part_path}.text"))
     text = "".join(texts)
     if not text:
@@ -177,19 +172,24 @@ def _item(raw: Any, path: str, context: str, model: ModelSpec, version: str, bat
             )
     if "content" not in fields:
         raise bad_request(f"* {context}.content: content must be specified.\n")
-    text = _text(fields["content"], f"{prefix}content", f"{context}.content")
+    text = _text(fields["content"], f"{prefix}content", f"{context}.content", model)
     task_value, task_path = pick("task_type")
     task_type = _task_type(task_value, task_path, version) if task_value is not None else None
     title_value, title_path = pick("title")
     title = _string(title_value, title_path) if title_value is not None else None
+    # no served model refuses these (gemini-embedding-2 ignores them); the wording is the simulator's
+    if task_type is not None and not model.accepts_task_type:
+        raise bad_request(f"* {context}.task_type: task_type is not supported by models/{model.name}.\n")
+    if title is not None and not model.accepts_title:
+        raise bad_request(f"* {context}.title: title is not supported by models/{model.name}.\n")
     dims_value, dims_path = pick("output_dimensionality")
     dimensions = model.native_dimensions
     if dims_value is not None:
         dimensions = _int32(dims_value, dims_path)
-        if not model.min_dimensions <= dimensions <= model.native_dimensions:
+        if not model.min_dimensions <= dimensions <= model.max_dimensions:
             raise bad_request(
                 f"* {context}.output_dimensionality: output_dimensionality must be between "
-                f"{model.min_dimensions} and {model.native_dimensions} for models/{model.name}, "
+                f"{model.min_dimensions} and {model.max_dimensions} for models/{model.name}, "
                 f"got {dimensions}.\n"
             )
     return EmbedItem(text=text, dimensions=dimensions, task_type=task_type, title=title)

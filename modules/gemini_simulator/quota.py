@@ -1,4 +1,9 @@
-"""Per-minute quotas as a sliding window log, and Google's 429 RESOURCE_EXHAUSTED body.
+"""Quotas: the interface every quota shape implements, the sliding-window shape, and the
+`google.protobuf.Duration` formatting of retry delays.
+
+A quota tracks two metrics at once (requests and input tokens) against limits that are passed on
+every check, so a runtime config change takes effect on the next call. Shapes (`quota_shapes`) differ
+only in how used room comes back: a sliding log, fixed windows, or a continuously refilled bucket.
 
 Sliding window: every admitted call is logged as (time, requests, tokens). A new call is admitted
 when the sums over the last `window_seconds` plus its own cost stay within the limits. When it
@@ -17,20 +22,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from .google_errors import RATE_LIMIT_DOCS, SERVICE, ApiError
+from typing import Literal, Protocol
 
 Metric = Literal["requests", "tokens"]
-
-_METRICS: dict[Metric, tuple[str, str]] = {
-    # metric suffix, quota id (the free-tier names Google reports for embedContent)
-    "requests": ("embed_content_free_tier_requests", "EmbedContentRequestsPerMinutePerProjectPerModel-FreeTier"),
-    "tokens": (
-        "embed_content_free_tier_input_token_count",
-        "EmbedContentInputTokensPerModelPerMinute-FreeTier",
-    ),
-}
+Period = Literal["minute", "day"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +33,29 @@ class Violation:
     metric: Metric
     limit: int
     retry_after: float  # seconds until the window has room for the call
+    period: Period = "minute"  # which quota: the per-minute one, or the per-day one
+
+    @property
+    def kind(self) -> str:
+        """ "minute_requests", "minute_tokens" or "day_requests" (the keys of the 429 stats)."""
+        return f"{self.period}_{self.metric}"
+
+
+class Quota(Protocol):
+    """What the server needs from a quota shape. `check` charges nothing (a call may still fail
+    after it); `charge` counts an admitted call. Thread-safe."""
+
+    def check(self, requests: int, tokens: int, rpm: int | None, tpm: int | None, window: float) -> list[Violation]:
+        """The limits this call would exceed now (empty: admit it)."""
+        ...
+
+    def charge(self, requests: int, tokens: int) -> None: ...
+
+    def usage(self, window: float) -> tuple[int, int]:
+        """(requests, tokens) counted now."""
+        ...
+
+    def reset(self) -> None: ...
 
 
 class SlidingWindowQuota:
@@ -107,46 +125,3 @@ def format_retry_delay(seconds: float) -> str:
     if not fraction:
         return f"{whole}s"
     return f"{whole}.{fraction:06d}".rstrip("0") + "s"
-
-
-def _message_seconds(seconds: float) -> str:
-    """The 'Please retry in 34.123456789s.' figure: up to 9 decimals, trailing zeros trimmed."""
-    text = f"{max(seconds, 0.0):.9f}".rstrip("0").rstrip(".")
-    return f"{text}s"
-
-
-def quota_exceeded(violations: list[Violation], quota_model: str, with_retry_info: bool) -> ApiError:
-    """Google's 429 for the given exceeded limits (`quota_model` e.g. "gemini-embedding-1.0")."""
-    retry_after = max(v.retry_after for v in violations)
-    lines = [
-        "You exceeded your current quota, please check your plan and billing details. For more "
-        f"information on this error, head to: {RATE_LIMIT_DOCS}. To monitor your current usage, "
-        "head to: https://ai.dev/usage?tab=rate-limit. "
-    ]
-    quota_violations: list[dict[str, Any]] = []
-    for violation in violations:
-        suffix, quota_id = _METRICS[violation.metric]
-        metric = f"{SERVICE}/{suffix}"
-        lines.append(f"* Quota exceeded for metric: {metric}, limit: {violation.limit}, model: {quota_model}")
-        quota_violations.append(
-            {
-                "quotaMetric": metric,
-                "quotaId": quota_id,
-                "quotaDimensions": {"location": "global", "model": quota_model},
-                "quotaValue": str(violation.limit),
-            }
-        )
-    if with_retry_info:
-        lines.append(f"Please retry in {_message_seconds(retry_after)}.")
-    details: list[dict[str, Any]] = [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": quota_violations},
-        {
-            "@type": "type.googleapis.com/google.rpc.Help",
-            "links": [{"description": "Learn more about Gemini API quotas", "url": RATE_LIMIT_DOCS}],
-        },
-    ]
-    if with_retry_info:
-        details.append(
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format_retry_delay(retry_after)}
-        )
-    return ApiError(429, "\n".join(lines), details=details)

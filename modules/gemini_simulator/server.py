@@ -1,38 +1,49 @@
-"""The HTTP server: asyncio streams + h11 (HTTP/1.1 keep-alive), routing, and the embed pipeline.
+"""The server: its two listeners, routing, and the embed pipeline (HTTP/1.1 itself is in http11).
 
 Order of checks for an embedding call, as Google's front end and backend do it:
 key (403/400) -> model (404) -> JSON body and fields (400) -> poison marker / token limit (400)
--> quota (429) -> injected failures (burst 503, 500, 503, dropped connection) -> quota charged
--> latency / slow answer -> vectors -> injected corruptions (malformed JSON, count, length, NaN).
+-> quota (429) -> injected failures (burst 503, 500, 503, dropped connection, redirect, 400 echoing
+the key) -> quota charged -> hang / latency / slow answer -> vectors -> injected corruptions
+(malformed JSON, count, length, NaN, zero vector, overflow, underflow) -> delivery (whole or dripped).
+
+The second listener is "another origin" (same host, another port): redirects point there by
+default, and it answers only `/redirected/...`, recording what arrived, so a test can see whether a
+client followed a redirect to a foreign origin and took its API key along.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import h11
 import numpy as np
 import numpy.typing as npt
 
 from . import google_errors
+from .auth import api_key
 from .config import SimulatorConfig
-from .faults import Fault, FaultInjector, corrupt_vectors, truncate_body
+from .corruptions import corrupt_vectors, truncate_body
+from .faults import Fault, FaultInjector, FaultPlan
 from .google_errors import ApiError
-from .parsing import MODELS, EmbedItem, ModelSpec, batch_size, parse_batch, parse_json, parse_single
-from .quota import SlidingWindowQuota, quota_exceeded
+from .http11 import MAX_HEADER_BYTES, BodyTooLarge, Reply, read_request, send, send_dripping, wait_until_closed
+from .models import MODELS, ModelSpec
+from .parsing import EmbedItem, batch_size, parse_batch, parse_json, parse_single
+from .quota_book import QuotaBook, Refusal
+from .quota_errors import bare_429, quota_exceeded
+from .redirects import is_redirected, redirect_reply, redirected_request
 from .stats import SimulatorStats
 from .tokens import count_tokens, truncate_to_tokens
-from .vectors import simulated_embedding, text_sha256
+from .vectors import model_embedding, text_sha256
 from .wire import batch_body, single_body
 
 logger = logging.getLogger(__name__)
@@ -40,32 +51,16 @@ logger = logging.getLogger(__name__)
 BATCH = "batchEmbedContents"
 SINGLE = "embedContent"
 MAX_BODY_BYTES = 64 * 1024 * 1024
-_MAX_HEADER_BYTES = 64 * 1024
-_READ_SIZE = 256 * 1024
 _EMBED_PATH = re.compile(
     r"^/(?P<version>v1|v1beta)/models/(?P<model>[^/:]+):(?P<method>batchEmbedContents|embedContent)$"
 )
-_JSON = "application/json; charset=UTF-8"
-_BASE_HEADERS = [("server", "scaffolding on HTTPServer2"), ("vary", "Origin, X-Origin, Referer")]
-_REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed"}
-_REASONS |= {429: b"Too Many Requests", 500: b"Internal Server Error"}
-_REASONS |= {503: b"Service Unavailable"}
+_VECTOR_FAULTS = frozenset(
+    {Fault.COUNT_MISMATCH, Fault.WRONG_LENGTH, Fault.NAN, Fault.ZERO_VECTOR, Fault.OVERFLOW, Fault.UNDERFLOW}
+)
 
 
-@dataclass
-class _Reply:
-    status: int = 200
-    body: bytes = b""
-    drop: bool = False  # close the connection without answering
-    close: bool = False  # answer, then close the connection
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _json_reply(status: int, payload: Any) -> _Reply:
-    return _Reply(status, json.dumps(payload, ensure_ascii=False, indent=2).encode("utf-8"))
+def _json_reply(status: int, payload: Any) -> Reply:
+    return Reply(status, json.dumps(payload, ensure_ascii=False, indent=2).encode("utf-8"))
 
 
 class GeminiSimulator:
@@ -82,35 +77,53 @@ class GeminiSimulator:
         self.stats = SimulatorStats()
         self.host = host
         self.port = port
-        self._quota = SlidingWindowQuota()
+        self._quota = QuotaBook()
         self._faults = FaultInjector(self.config.seed)
         self._server: asyncio.Server | None = None
+        self._other: asyncio.Server | None = None
+        self._other_port = 0
         self._connections: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def base_url(self) -> str:
+    def _url(self, port: int) -> str:
         if self._server is None:
             raise RuntimeError("the simulator is not running")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        return self._url(self.port)
+
+    @property
+    def other_origin_url(self) -> str:
+        """The second listener: where redirects point unless `redirect_location` says otherwise."""
+        return self._url(self._other_port)
 
     async def start(self) -> None:
         if self._server is not None:
             return
         self._server = await asyncio.start_server(self._on_connection, self.host, self.port, backlog=1024)
         self.port = int(self._server.sockets[0].getsockname()[1])
+        other = functools.partial(self._on_connection, other_origin=True)
+        self._other = await asyncio.start_server(other, self.host, 0)
+        self._other_port = int(self._other.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         server, self._server = self._server, None
+        other, self._other = self._other, None
         if server is None:
             return
         server.close()
+        if other is not None:
+            other.close()
         for task in list(self._connections):
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         await server.wait_closed()
+        if other is not None:
+            await other.wait_closed()
 
     async def __aenter__(self) -> GeminiSimulator:
         await self.start()
@@ -127,33 +140,36 @@ class GeminiSimulator:
         self._quota.reset()
         self._faults.reseed(self.config.seed)
 
-    def quota_usage(self) -> tuple[int, int]:
-        """(requests, tokens) currently counted inside the quota window."""
-        return self._quota.usage(self.config.window_seconds)
+    def quota_usage(self, model: str = "gemini-embedding-001") -> tuple[int, int]:
+        """(requests, tokens) currently counted by `model`'s per-minute quota."""
+        return self._quota.usage(model, self.config)
 
-    # ------------------------------------------------------------------ HTTP/1.1
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def day_usage(self, model: str = "gemini-embedding-001") -> int:
+        """Requests currently counted by `model`'s per-day quota."""
+        return self._quota.day_usage(model, self.config)
+
+    # ------------------------------------------------------------------ connections
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, other_origin: bool = False
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
             while True:
                 try:
-                    received = await self._read_request(conn, reader, writer)
-                except _BodyTooLarge:
+                    received = await read_request(conn, reader, writer, MAX_BODY_BYTES)
+                except BodyTooLarge:
                     error = google_errors.too_large(MAX_BODY_BYTES)
-                    reply = _Reply(error.code, error.body(), close=True)
-                    self._send(conn, writer, reply)
+                    send(conn, writer, Reply(error.code, error.body(), close=True))
                     await writer.drain()
                     break
                 if received is None:
                     break
-                reply = await self._dispatch(*received)
-                if reply.drop:
+                reply = self._other_origin(*received) if other_origin else await self._dispatch(*received)
+                if not await self._deliver(conn, reader, writer, reply):
                     break
-                self._send(conn, writer, reply)
-                await writer.drain()
                 if reply.close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     break
                 conn.start_next_cycle()
@@ -161,7 +177,7 @@ class GeminiSimulator:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 body = google_errors.bad_request(f"Malformed HTTP request: {exc}").body()
                 with contextlib.suppress(Exception):
-                    self._send(conn, writer, _Reply(400, body, close=True))
+                    send(conn, writer, Reply(400, body, close=True))
                     await writer.drain()
         except (ConnectionError, OSError, h11.LocalProtocolError):
             pass
@@ -175,80 +191,84 @@ class GeminiSimulator:
             writer.close()
 
     @staticmethod
-    async def _read_request(
-        conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[h11.Request, bytes] | None:
-        request: h11.Request | None = None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:  # curl asks before sending large bodies
-                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-                conn.receive_data(await reader.read(_READ_SIZE))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY_BYTES:
-                    raise _BodyTooLarge
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return request, b"".join(chunks)
-            else:  # ConnectionClosed, PAUSED
-                return None
-
-    @staticmethod
-    def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: _Reply) -> None:
-        headers = [
-            ("content-type", _JSON),
-            ("content-length", str(len(reply.body))),
-            *_BASE_HEADERS,
-        ]
-        if reply.close:
-            headers.append(("connection", "close"))
-        response = h11.Response(status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b""))
-        data = conn.send(response)
-        if data:
-            writer.write(data)
-        if reply.body:
-            writer.write(conn.send(h11.Data(data=reply.body)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
+    async def _deliver(
+        conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: Reply
+    ) -> bool:
+        """Send the reply as it asks to be sent; False when the connection is done with."""
+        if reply.drop:
+            return False
+        if reply.hang:
+            await wait_until_closed(reader)
+            return False
+        if reply.drip_bytes_per_second is not None:
+            if not await send_dripping(conn, reader, writer, reply, reply.drip_bytes_per_second):
+                return False
+        else:
+            send(conn, writer, reply)
+            await writer.drain()
+        if reply.on_delivered is not None:
+            reply.on_delivered()
+        return True
 
     # ------------------------------------------------------------------ routing
-    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply:
+    async def _dispatch(self, request: h11.Request, body: bytes) -> Reply:
         target = request.target.decode("latin-1")
         raw_path, _, query = target.partition("?")
         path = unquote(raw_path)
         method = request.method.decode("ascii", "replace").upper()
         if path.startswith("/_sim/"):
             return self._admin(method, path, body)
+        if is_redirected(path):
+            return self._redirected(request, method, raw_path, query)
         match = _EMBED_PATH.match(path)
         if match is None:
             self.stats.record_call("other")
             return self._error(google_errors.path_not_found(raw_path))
         endpoint = match["method"]
-        self.stats.record_call(endpoint)
+        self.stats.record_call(endpoint, match["model"].removeprefix("models/"))
         if method != "POST":
             return self._error(google_errors.method_not_allowed(method))
-        key = self._api_key(request.headers, query)
-        return await self._embed(match["version"], match["model"], endpoint, key, body)
+        key = api_key(request.headers, query)
+        return await self._embed(match["version"], match["model"], endpoint, key, body, target)
 
-    @staticmethod
-    def _api_key(headers: Sequence[tuple[bytes, bytes]], query: str) -> str | None:
-        for name, value in headers:
-            if name == b"x-goog-api-key" and value.strip():
-                return value.decode("latin-1").strip()
-        keys = parse_qs(query).get("key") if query else None
-        return keys[0].strip() if keys and keys[0].strip() else None
+    def _other_origin(self, request: h11.Request, body: bytes) -> Reply:
+        """The second listener answers only what was redirected to it."""
+        target = request.target.decode("latin-1")
+        raw_path, _, query = target.partition("?")
+        method = request.method.decode("ascii", "replace").upper()
+        if is_redirected(unquote(raw_path)):
+            return self._redirected(request, method, raw_path, query)
+        return _json_reply(404, google_errors.path_not_found(raw_path).payload())
 
-    def _error(self, error: ApiError) -> _Reply:
+    def _redirected(self, request: h11.Request, method: str, raw_path: str, query: str) -> Reply:
+        self.stats.record_redirected(*redirected_request(request.headers, method, raw_path, query))
+        return _json_reply(404, google_errors.path_not_found(raw_path).payload())
+
+    def _error(self, error: ApiError) -> Reply:
         self.stats.record_status(error.code)
-        return _Reply(error.code, error.body())
+        return Reply(error.code, error.body())
 
-    def _admin(self, method: str, path: str, body: bytes) -> _Reply:
+    def _refuse(self, refusal: Refusal, model: ModelSpec) -> Reply:
+        """The 429 for a call over quota: Google's body with the configured variants, or a bare one."""
+        config = self.config
+        self.stats.record_rate_limit([v.kind for v in refusal.violations])
+        # drawn first and always, as before the variants existed, to keep each seed's fault sequence
+        with_retry = self._faults.chance(config.retry_info_rate) and refusal.retry_info_allowed
+        if self._faults.other_chance(config.bare_429_rate):
+            self.stats.record_fault("bare_429")
+            self.stats.record_status(429)
+            bare = bare_429(config.bare_429_body)
+            return Reply(429, bare.body, content_type=bare.content_type)
+        error = quota_exceeded(
+            refusal.violations,
+            model.quota_model,
+            with_retry,
+            with_quota_value=self._faults.other_chance(config.quota_value_rate),
+            retry_delay_override=config.retry_delay_override,
+        )
+        return self._error(error)
+
+    def _admin(self, method: str, path: str, body: bytes) -> Reply:
         if path == "/_sim/stats" and method == "GET":
             return _json_reply(200, self.stats.to_dict())
         if path == "/_sim/config" and method == "GET":
@@ -311,44 +331,62 @@ class GeminiSimulator:
             total += tokens
         return texts, total
 
-    async def _embed(self, version: str, model_name: str, endpoint: str, key: str | None, body: bytes) -> _Reply:
+    async def _embed(
+        self, version: str, model_name: str, endpoint: str, key: str | None, body: bytes, target: str
+    ) -> Reply:
         config = self.config
         try:
             model, items = self._validate(version, model_name, endpoint, key, body)
             texts, tokens = self._limit_texts(model, items)
-            requests = 1 if config.count_mode == "call" else len(items)
-            violations = self._quota.check(requests, tokens, config.rpm, config.tpm, config.window_seconds)
-            if violations:
-                with_retry = self._faults.chance(config.retry_info_rate)
-                raise quota_exceeded(violations, model.quota_model, with_retry)
         except ApiError as error:
             logger.info("%s %s -> %d %s", endpoint, model_name, error.code, error.status)
             return self._error(error)
+        requests = 1 if config.count_mode == "call" else len(items)
+        refusal = self._quota.check(model.name, requests, tokens, config)
+        if refusal is not None:
+            logger.info("%s %s -> 429 %s", endpoint, model_name, ",".join(v.kind for v in refusal.violations))
+            return self._refuse(refusal, model)
 
         plan = self._faults.plan(config)
-        if plan.failure is not None:
+        if plan.failure is not None and plan.failure is not Fault.HANG:
             self.stats.record_fault(plan.failure.value)
             logger.info("%s %d texts -> injected %s", endpoint, len(items), plan.failure.value)
-            if plan.failure is Fault.DROP:
-                return _Reply(drop=True)
-            return self._error(
-                google_errors.internal() if plan.failure is Fault.ERROR_500 else google_errors.overloaded()
-            )
+            return self._failure(plan.failure, key, target)
 
-        self._quota.charge(requests, tokens)
+        self._quota.charge(model.name, requests, tokens, config)
         self.stats.record_tokens(tokens)
+        if plan.failure is Fault.HANG:  # admitted, then never answered
+            self.stats.record_fault(Fault.HANG.value)
+            return Reply(hang=True)
         delay = (config.latency_base_ms + config.latency_per_text_ms * len(items)) / 1000.0
         if plan.slow:
             self.stats.record_fault(Fault.SLOW.value)
             delay += config.slow_seconds
         if delay > 0:
             await asyncio.sleep(delay)
+        return self._answer(model, endpoint, items, texts, plan)
 
+    def _failure(self, failure: Fault, key: str | None, target: str) -> Reply:
+        """The answer given instead of embeddings (nothing is charged to the quota)."""
+        if failure is Fault.DROP:
+            return Reply(drop=True)
+        if failure is Fault.REDIRECT:
+            self.stats.record_status(self.config.redirect_status)
+            origin = self.config.redirect_location or self.other_origin_url
+            return redirect_reply(self.config.redirect_status, origin, target)
+        if failure is Fault.ECHO_KEY:
+            return self._error(google_errors.key_echoed(key or ""))
+        return self._error(google_errors.internal() if failure is Fault.ERROR_500 else google_errors.overloaded())
+
+    def _answer(
+        self, model: ModelSpec, endpoint: str, items: list[EmbedItem], texts: list[str], plan: FaultPlan
+    ) -> Reply:
+        """The 200: the vectors, corrupted and delivered as the plan says."""
         vectors: list[npt.NDArray[np.float32]] = [
-            simulated_embedding(text, item.dimensions) for text, item in zip(texts, items, strict=True)
+            model_embedding(model.name, text, item.dimensions) for text, item in zip(texts, items, strict=True)
         ]
         corruption = plan.corruption
-        if corruption in (Fault.COUNT_MISMATCH, Fault.WRONG_LENGTH, Fault.NAN):
+        if corruption in _VECTOR_FAULTS:
             assert corruption is not None
             vectors = corrupt_vectors(corruption, vectors, plan.pick)
         if endpoint == BATCH:
@@ -360,12 +398,26 @@ class GeminiSimulator:
         if corruption is Fault.MALFORMED:
             out = truncate_body(out, plan.pick)
         self.stats.record_status(200)
-        if corruption is None:
-            self.stats.record_success([text_sha256(item.text) for item in items])
-        else:
+        reply = Reply(200, out)
+        if corruption is not None:
             self.stats.record_fault(corruption.value)
+        else:
+            hashes = [text_sha256(item.text) for item in items]
+
+            def succeeded() -> None:
+                self.stats.record_success(hashes, model.name)
+
+            # counted before the answer leaves (a client that has it sees it counted), except a
+            # dripped answer, which counts only if it arrives whole
+            if plan.drip:
+                reply.on_delivered = succeeded
+            else:
+                succeeded()
+        if plan.drip:
+            self.stats.record_fault(Fault.DRIP.value)
+            reply.drip_bytes_per_second = self.config.drip_bytes_per_second
         logger.info("%s %d texts -> 200%s", endpoint, len(items), f" ({corruption.value})" if corruption else "")
-        return _Reply(200, out)
+        return reply
 
 
 @contextlib.contextmanager
