@@ -313,6 +313,31 @@ async def test_per_item_errors_replace_some_embeddings_deterministically(sim: Ge
 
 
 @pytest.mark.asyncio
+async def test_when_every_item_fails_the_sdk_files_them_under_inlined_responses(sim: GeminiSimulator) -> None:
+    """The SDK renames inlinedResponses to inlined_embed_content_responses only when some item has
+    an embedding (t_recv_batch_job_destination): a job whose items all failed shows its errors in
+    dest.inlined_responses. A client must look in both."""
+    client = client_for(sim)
+    sim.config.batch_item_error_rate = 1.0
+    job, _ = await wait_done(client, str((await create_inline(client, TEXTS[:2])).name))
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.dest is not None
+    assert job.dest.inlined_embed_content_responses is None and job.dest.inlined_responses is not None
+    assert [entry.error.code for entry in job.dest.inlined_responses if entry.error] == [13, 13]
+
+
+@pytest.mark.asyncio
+async def test_reset_forgets_jobs_and_files(sim: GeminiSimulator) -> None:
+    client = client_for(sim)
+    created = await create_inline(client, TEXTS[:1])
+    uploaded = await client.aio.files.upload(file=io.BytesIO(b"{}\n"), config={"mime_type": "application/jsonl"})
+    sim.reset()
+    for call in (client.aio.batches.get(name=str(created.name)), client.aio.files.get(name=str(uploaded.name))):
+        with pytest.raises(errors.ClientError):
+            await call
+    assert sim.stats.batch_jobs_created == 0 and sim.stats.batch_jobs_by_state == {}
+
+
+@pytest.mark.asyncio
 async def test_over_limit_and_poison_items_fail_alone_in_a_batch(sim: GeminiSimulator) -> None:
     client = client_for(sim)
     sim.config.over_limit = "reject"

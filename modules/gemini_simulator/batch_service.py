@@ -43,14 +43,14 @@ class BatchService:
         self._config = config
         self._stats = stats
         self._clock = clock
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # held by every change to jobs (and by the server's reset)
         self.jobs = BatchStore()
         self.files = FileStore()
         self.dice = BatchDice(config().seed)
 
     def reset(self) -> None:
         """Forget every job and file (the stats are cleared by their owner)."""
-        with self._lock:
+        with self.lock:
             self.jobs.clear()
             self.files.clear()
             self.dice.reseed(self._config().seed)
@@ -68,7 +68,7 @@ class BatchService:
             items = parse_input_file(self.files.get(spec.input_file).data, model, version, config)
             if not items:
                 raise google_errors.bad_request(f"The input file {spec.input_file} contains no requests.")
-        with self._lock:
+        with self.lock:
             outcome = self.dice.outcome(config)
             items = [self._maybe_failing(item, config) for item in items]
             name, seq = self.jobs.new_name()
@@ -76,7 +76,7 @@ class BatchService:
                 name, seq, model, spec.display_name, spec.priority, items, outcome, self._clock(), spec.input_file
             )
             self.jobs.add(job)
-        self._stats.record_batch_created(job.name, job.display_name, len(items), job.state.value)
+            self._stats.record_batch_created(job.name, job.display_name, len(items), job.state.value)
         return job
 
     def _maybe_failing(self, item: BatchItem, config: SimulatorConfig) -> BatchItem:
@@ -86,7 +86,7 @@ class BatchService:
 
     def job(self, name: str) -> BatchJob:
         """The job as of now (raises a 404 ApiError)."""
-        with self._lock:
+        with self.lock:
             job = self.jobs.get(name)
             if job is None:
                 raise google_errors.not_found()
@@ -94,7 +94,7 @@ class BatchService:
             return job
 
     def page(self, page_size: int | None, page_token: str | None) -> tuple[list[BatchJob], str | None]:
-        with self._lock:
+        with self.lock:
             jobs, token = self.jobs.page(page_size, page_token)
             for job in jobs:
                 self._advance(job)
@@ -102,7 +102,7 @@ class BatchService:
 
     def cancel(self, name: str) -> BatchJob:
         """Cancel a pending or running job; an ended job stays as it is."""
-        with self._lock:
+        with self.lock:
             job = self.job(name)
             if not job.state.terminal:
                 before = job.state
@@ -112,17 +112,17 @@ class BatchService:
 
     def delete(self, name: str) -> None:
         """Forget the job: it stops, leaves the list and answers 404 from now on."""
-        with self._lock:
+        with self.lock:
             job = self.jobs.get(name)
             if job is None:
                 raise google_errors.not_found()
             self._advance(job)
             self.jobs.remove(name)
-        self._stats.record_batch_deleted(job.state.value)
+            self._stats.record_batch_deleted(job.state.value)
 
     def advance_all(self) -> None:
         """Move every job on to where it should be now (the server calls this periodically)."""
-        with self._lock:
+        with self.lock:
             for job in self.jobs.all():
                 self._advance(job)
 

@@ -162,10 +162,11 @@ class GeminiSimulator:
     def reset(self) -> None:
         """Clear the stats (in place) and the quota window, restart the fault sequences, and forget
         every batch job and file."""
-        self.stats.clear()
-        self._quota.reset()
-        self._faults.reseed(self.config.seed)
-        self.batches.reset()
+        with self.batches.lock:  # no batch job moves on between the stats and the jobs being cleared
+            self.stats.clear()
+            self._quota.reset()
+            self._faults.reseed(self.config.seed)
+            self.batches.reset()
 
     def quota_usage(self, model: str = "gemini-embedding-001") -> tuple[int, int]:
         """(requests, tokens) currently counted by `model`'s per-minute quota."""
