@@ -42,6 +42,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:batches.create_embeddings")
 MODEL_2 = "gemini-embedding-2"
 TEXTS = [f"段落{i}。東京の天気は晴れ、気温は{20 + i}度です。" for i in range(5)]
 FAST = {"batch_pending_seconds": 0.1, "batch_running_seconds": 0.15}
+SEEN_RUNNING = {"batch_pending_seconds": 0.2, "batch_running_seconds": 0.5}  # long enough to see RUNNING polling
 
 
 @pytest.fixture
@@ -62,10 +63,13 @@ async def create_inline(
     return await client.aio.batches.create_embeddings(model=model, src=src, config={"display_name": display_name})
 
 
-async def wait_done(client: genai.Client, name: str, timeout: float = 15.0) -> tuple[types.BatchJob, list[str]]:
-    """Poll until the job has ended; the job and the states seen on the way, in order."""
+async def wait_done(
+    client: genai.Client, name: str, timeout: float = 15.0, *, seen_first: str | None = None
+) -> tuple[types.BatchJob, list[str]]:
+    """Poll until the job has ended; the job and the states seen on the way (after `seen_first`,
+    e.g. the state the create answered), in order."""
     deadline = time.monotonic() + timeout
-    seen: list[str] = []
+    seen: list[str] = [seen_first] if seen_first else []
     while True:
         job = await client.aio.batches.get(name=name)
         assert job.state is not None
@@ -93,16 +97,17 @@ def inline_results(job: types.BatchJob) -> list[types.InlinedEmbedContentRespons
 @pytest.mark.asyncio
 async def test_inline_job_goes_pending_running_succeeded_with_exact_vectors_in_order(sim: GeminiSimulator) -> None:
     client = client_for(sim)
+    sim.config.update(SEEN_RUNNING)
     created = await create_inline(client, TEXTS, display_name="nightly")
     assert created.name is not None and created.name.startswith("batches/")
     assert created.state == types.JobState.JOB_STATE_PENDING and not created.done
     assert (created.display_name, created.model) == ("nightly", f"models/{MODEL}")
     assert created.create_time is not None and created.end_time is None and created.dest is None
 
-    job, seen = await wait_done(client, created.name)
+    job, seen = await wait_done(client, created.name, seen_first=created.state.name)
     assert seen == ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
     assert job.end_time is not None and job.create_time is not None
-    assert (job.end_time - job.create_time).total_seconds() == pytest.approx(0.25, abs=1e-3)  # due time, not poll time
+    assert (job.end_time - job.create_time).total_seconds() == pytest.approx(0.7, abs=1e-3)  # due time, not poll time
     results = inline_results(job)
     assert len(results) == len(TEXTS)
     for entry, text in zip(results, TEXTS, strict=True):
@@ -239,18 +244,19 @@ async def test_a_job_on_a_missing_file_is_refused_like_the_files_api(sim: Gemini
 @pytest.mark.asyncio
 async def test_cancel_moves_a_pending_or_running_job_to_cancelled(sim: GeminiSimulator) -> None:
     client = client_for(sim)
-    sim.config.batch_pending_seconds = 30.0
-    pending = await create_inline(client, TEXTS[:2])
-    sim.config.batch_pending_seconds = 0.0
-    sim.config.batch_running_seconds = 30.0
-    running = await create_inline(client, TEXTS[:2])
-    assert (await client.aio.batches.get(name=str(running.name))).state == types.JobState.JOB_STATE_RUNNING
-    for created in (pending, running):
-        await client.aio.batches.cancel(name=str(created.name))
-        job = await client.aio.batches.get(name=str(created.name))
+    cancelled = []
+    for pending_seconds, state in ((30.0, types.JobState.JOB_STATE_PENDING), (0.0, types.JobState.JOB_STATE_RUNNING)):
+        sim.config.update({"batch_pending_seconds": pending_seconds, "batch_running_seconds": 30.0})
+        name = str((await create_inline(client, TEXTS[:2])).name)
+        assert (await client.aio.batches.get(name=name)).state == state
+        await client.aio.batches.cancel(name=name)
+        job = await client.aio.batches.get(name=name)
         assert job.state == types.JobState.JOB_STATE_CANCELLED and job.done and job.dest is None
-        await client.aio.batches.cancel(name=str(created.name))  # again: nothing changes
-        assert (await client.aio.batches.get(name=str(created.name))).state == types.JobState.JOB_STATE_CANCELLED
+        cancelled.append(name)
+    sim.config.update(FAST)  # durations are live, but an ended job stays ended
+    for name in cancelled:
+        await client.aio.batches.cancel(name=name)  # again: nothing changes
+        assert (await client.aio.batches.get(name=name)).state == types.JobState.JOB_STATE_CANCELLED
     assert sim.stats.batch_jobs_by_state == {"BATCH_STATE_CANCELLED": 2} and sim.stats.batch_texts_embedded == 0
 
 
@@ -258,8 +264,10 @@ async def test_cancel_moves_a_pending_or_running_job_to_cancelled(sim: GeminiSim
 async def test_a_job_drawn_to_fail_ends_failed_without_results(sim: GeminiSimulator) -> None:
     client = client_for(sim)
     sim.config.batch_fail_rate = 1.0
+    sim.config.update(SEEN_RUNNING)
     created = await create_inline(client, TEXTS)
-    job, seen = await wait_done(client, str(created.name))
+    assert created.state is not None
+    job, seen = await wait_done(client, str(created.name), seen_first=created.state.name)
     assert seen == ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"]
     assert job.dest is None and sim.stats.batch_texts_embedded == 0 and sim.stats.batch_tokens == 0
 
@@ -267,21 +275,22 @@ async def test_a_job_drawn_to_fail_ends_failed_without_results(sim: GeminiSimula
 @pytest.mark.asyncio
 async def test_jobs_expire_after_batch_expire_seconds_without_results(sim: GeminiSimulator) -> None:
     client = client_for(sim)
-    sim.config.batch_expire_seconds = 0.4
+    sim.config.batch_expire_seconds = 0.8
     sim.config.batch_expire_rate = 1.0  # never finishes by itself
     stuck = await create_inline(client, TEXTS[:2])
-    while (await client.aio.batches.get(name=str(stuck.name))).state != types.JobState.JOB_STATE_RUNNING:
+    while (state := (await client.aio.batches.get(name=str(stuck.name))).state) == types.JobState.JOB_STATE_PENDING:
         await asyncio.sleep(0.02)
+    assert state == types.JobState.JOB_STATE_RUNNING
     sim.config.batch_expire_rate = 0.0
     sim.config.batch_pending_seconds = 60.0  # durations are live: the next job would start too late
     late = await create_inline(client, TEXTS[:2])
-    stuck_job, stuck_seen = await wait_done(client, str(stuck.name))
-    late_job, late_seen = await wait_done(client, str(late.name))
-    assert stuck_seen == ["JOB_STATE_RUNNING", "JOB_STATE_EXPIRED"]  # it was seen pending, then running, above
+    stuck_job, stuck_seen = await wait_done(client, str(stuck.name), seen_first=state.name)
+    late_job, late_seen = await wait_done(client, str(late.name), seen_first="JOB_STATE_PENDING")
+    assert stuck_seen == ["JOB_STATE_RUNNING", "JOB_STATE_EXPIRED"]
     assert late_seen == ["JOB_STATE_PENDING", "JOB_STATE_EXPIRED"]
     for job in (stuck_job, late_job):
         assert job.dest is None and job.end_time is not None and job.create_time is not None
-        assert (job.end_time - job.create_time).total_seconds() == pytest.approx(0.4, abs=1e-3)
+        assert (job.end_time - job.create_time).total_seconds() == pytest.approx(0.8, abs=1e-3)
     assert sim.stats.batch_jobs_by_state == {"BATCH_STATE_EXPIRED": 2}
 
 
