@@ -20,7 +20,7 @@ from modules.errors import ApiUnavailableError
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.settings import Settings
 from tests.chaos_helpers import CHAOS_API_KEY, rows, wrong_vectors
-from tests.conftest import corpus, seed_chunks
+from tests.helpers import corpus, seed_chunks
 
 # fault kind -> (simulator field set to the rate, words the recorded reason must contain)
 FAULTS: dict[str, tuple[str, str]] = {

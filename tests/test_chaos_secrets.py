@@ -14,7 +14,7 @@ import pytest
 
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, run_simulator_in_thread
 from tests.chaos_helpers import CHAOS_API_KEY, SELFTEST, gemini_env, rows, run_cli, secrets_found
-from tests.conftest import corpus, seed_chunks
+from tests.helpers import corpus, seed_chunks
 
 PASSWORD = "Pw-4e1d9b07-sekrit"
 ACCEPTED_KEY = "the-only-key-the-simulator-takes"

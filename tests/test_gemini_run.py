@@ -14,7 +14,7 @@ from modules.embedders.base import l2_normalize
 from modules.errors import ProviderConfigError
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, simulated_embedding
 from modules.settings import Settings
-from tests.conftest import TEST_API_KEY, corpus, fetch_all, seed_chunks
+from tests.helpers import TEST_API_KEY, corpus, fetch_all, seed_chunks
 
 
 @pytest.fixture

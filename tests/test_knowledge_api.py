@@ -13,7 +13,7 @@ from docx import Document
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import KnowledgeService, create_app, knowledge_lifespan
 from modules.settings import Settings
-from tests.conftest import TEST_API_KEY, create_tables, fetch_all
+from tests.helpers import TEST_API_KEY, create_tables, fetch_all
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

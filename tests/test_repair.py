@@ -18,7 +18,7 @@ import pytest
 from modules.settings import TableNames
 from modules.stores.base import RepairResult
 from modules.stores.postgres import PostgresStore
-from tests.conftest import fetch_all
+from tests.helpers import fetch_all
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "wordllama-l2_supercat-256@768"  # LocalEmbedder(768).model_id, what EMBEDDING_PROVIDER=local writes

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_API_KEY, seed_chunks
+from tests.helpers import TEST_API_KEY, seed_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_DATABASE = "postgresql://postgres:s3cret-pw@127.0.0.1:1/postgres"  # port 1: refused at once

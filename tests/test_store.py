@@ -13,7 +13,7 @@ from modules.settings import SettingsError, TableNames, load_settings
 from modules.stores import check_dimensions, open_store
 from modules.stores.base import ClaimFilter, ClaimMode, Completed, CompleteResult, Failure
 from modules.stores.postgres import PostgresStore
-from tests.conftest import corpus, fetch_all, seed_chunks
+from tests.helpers import corpus, fetch_all, seed_chunks
 
 
 def _hash(text: str) -> str:

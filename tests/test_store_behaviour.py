@@ -23,7 +23,7 @@ from modules.knowledge.ingest import knowledge_store
 from modules.settings import Settings, load_settings
 from modules.stores import open_store
 from modules.stores.base import ChunkStore, ClaimFilter, Completed, Failure
-from tests.conftest import TEST_API_KEY, corpus, fetch_all, seed_chunks
+from tests.helpers import TEST_API_KEY, corpus, fetch_all, seed_chunks
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
 

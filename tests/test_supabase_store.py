@@ -24,7 +24,7 @@ from modules.stores.base import ClaimFilter, Completed
 from modules.stores.migration_file import SUPABASE_DIR, expected_files, supabase_files
 from modules.stores.postgres import PostgresStore
 from modules.stores.supabase import SupabaseStore, key_role
-from tests.conftest import corpus, fetch_all
+from tests.helpers import corpus, fetch_all
 from tests.postgrest_fake import (
     ANON_KEY,
     SERVICE_KEY,
