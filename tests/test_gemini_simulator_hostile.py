@@ -200,6 +200,17 @@ async def test_an_error_that_quotes_the_key(sim: GeminiSimulator) -> None:
     assert sim.stats.faults["echo_key"] == 1 and sim.quota_usage() == (0, 0)
 
 
+@pytest.mark.asyncio
+async def test_an_error_that_quotes_the_request_with_the_key(sim: GeminiSimulator) -> None:
+    sim.config.echo_key_rate = 1.0
+    sim.config.echo_key_style = "request"
+    with pytest.raises(errors.ClientError) as caught:
+        await embed(client_for(sim), ["x"])
+    assert (caught.value.code, caught.value.status) == (400, "INVALID_ARGUMENT")
+    assert "invalid argument" in caught.value.message and f"key={KEY}" in caught.value.message
+    assert "api key" not in caught.value.message.lower()  # nothing says the key is the problem
+
+
 # ----------------------------------------------------------------------------- determinism
 
 

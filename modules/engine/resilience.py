@@ -38,6 +38,29 @@ async def finish_despite_cancel(operation: Awaitable[T], limit_seconds: float = 
     return await task
 
 
+async def claim_despite_cancel(
+    claim: Awaitable[list[T]], give_back: Callable[[list[T]], Awaitable[object]], limit_seconds: float = 15.0
+) -> list[T]:
+    """Run a claim; if this task is cancelled meanwhile (Ctrl-C, another lane stopping the run), let the
+    claim finish and give back what it leased before re-raising: a claim cut off after its commit would
+    otherwise leave chunks leased to a worker that never learns it holds them."""
+    task = asyncio.ensure_future(claim)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            claimed = await asyncio.wait_for(asyncio.shield(task), limit_seconds)
+        except BaseException:  # the claim failed, or took too long: its leases expire by themselves
+            task.cancel()
+            raise asyncio.CancelledError from None
+        if claimed:
+            try:
+                await finish_despite_cancel(give_back(claimed), limit_seconds)
+            except Exception as exc:
+                log.warning("リース解放に失敗しました (期限切れで自動的に戻ります): %s", exc)
+        raise
+
+
 async def with_db_retries(what: str, operation: Callable[[], Awaitable[T]]) -> T:
     """Run a database operation, giving a restarting database a few seconds to come back. Computed
     vectors stay in memory meanwhile; nothing is marked done until the write is confirmed."""

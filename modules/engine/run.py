@@ -25,7 +25,7 @@ from modules.engine.breaker import CircuitBreaker
 from modules.engine.leases import LeaseKeeper
 from modules.engine.pacing import Pacer, Send
 from modules.engine.recovery import RetryPolicy, call_with_retries
-from modules.engine.resilience import finish_despite_cancel, with_db_retries
+from modules.engine.resilience import claim_despite_cancel, finish_despite_cancel, with_db_retries
 from modules.engine.screening import Item, Screener
 from modules.engine.stats import RunStats
 from modules.errors import (
@@ -196,9 +196,8 @@ class EmbeddingRun:
 
     async def _claim(self, want: int) -> list[Chunk]:
         o = self.options
-        return await with_db_retries(
-            "チャンクの取得", lambda: self.store.claim(o.worker, want, o.lease_seconds, self.where)
-        )
+        claim = with_db_retries("チャンクの取得", lambda: self.store.claim(o.worker, want, o.lease_seconds, self.where))
+        return await claim_despite_cancel(claim, lambda chunks: self.store.release(o.worker, [c.id for c in chunks]))
 
     async def _release_unfinished(self, chunks: Sequence[Chunk]) -> None:
         # A Ctrl-C (even a second one) must not stop us giving the chunks back. Rows already written

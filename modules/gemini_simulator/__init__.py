@@ -45,7 +45,8 @@ Config fields (SimulatorConfig; the same names on the command line as --kebab-ca
   redirect_rate, redirect_location, redirect_status   a redirect to another origin (by default
                         the simulator's second listener, which records in the stats whether the
                         API key came along: redirected_calls, redirected_with_key)
-  echo_key_rate         a 400 INVALID_ARGUMENT whose message quotes the caller's API key
+  echo_key_rate         a 400 INVALID_ARGUMENT whose message quotes the caller's API key ...
+  echo_key_style        ... as invalid_key (Google's DebugInfo) | request (a gateway quoting the request)
   latency_base_ms, latency_per_text_ms   delay of every answer
   Batch API (jobs take compressed time; durations are read live, at each step of a job):
   batch_pending_seconds   how long a new job stays BATCH_STATE_PENDING (default 1)

@@ -319,6 +319,15 @@ class SimulatorConfig:
             _rate, "share of calls answered 400 INVALID_ARGUMENT with the caller's API key in the message", "P"
         ),
     )
+    echo_key_style: str = field(
+        default="invalid_key",
+        metadata=_spec(
+            _choice("invalid_key", "request"),
+            "how the key is quoted: invalid_key (Google's DebugInfo 'Invalid API key: ...') or request (a gateway "
+            "quoting the request it refused, key included, about the request's content)",
+            "STYLE",
+        ),
+    )
     # --- latency
     latency_base_ms: float = field(
         default=0.0, metadata=_spec(_non_negative, "delay before every embedding answer, in ms", "MS")

@@ -128,6 +128,17 @@ def key_echoed(key: str) -> ApiError:
     )
 
 
+def request_quoted(key: str, model: str) -> ApiError:
+    """A 400 about the request's content that quotes the request line, key included: what a gateway in
+    front of the API (or a debugging proxy) may send. Unlike `key_echoed`, nothing in it says the key
+    is wrong, so a client takes it for one text's failure and may store the message."""
+    return ApiError(
+        400,
+        f"Request contains an invalid argument. Rejected request: POST /v1beta/models/{model}:batchEmbedContents"
+        f"?key={key} (x-goog-api-key: {key})",
+    )
+
+
 def file_not_found(file_id: str) -> ApiError:
     """What the Files API answers for a file that does not exist or is not the caller's (a 403, not
     a 404: github.com/googleapis/python-genai/issues/1218, google-gemini/deprecated-generative-ai-python

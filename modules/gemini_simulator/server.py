@@ -406,6 +406,9 @@ class GeminiSimulator:
             origin = self.config.redirect_location or self.other_origin_url
             return redirect_reply(self.config.redirect_status, origin, target)
         if failure is Fault.ECHO_KEY:
+            if self.config.echo_key_style == "request":
+                model = target.rsplit("/", 1)[-1].split(":", 1)[0]
+                return self._error(google_errors.request_quoted(key or "", model))
             return self._error(google_errors.key_echoed(key or ""))
         return self._error(google_errors.internal() if failure is Fault.ERROR_500 else google_errors.overloaded())
 
