@@ -34,7 +34,10 @@ from modules.stores.base import (
     QueueStatus,
     RepairResult,
     RepairRow,
+    SavedDocument,
+    SaveMode,
     SearchHit,
+    TableAccess,
 )
 from modules.stores.migrations import upgrade
 from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
@@ -270,6 +273,19 @@ class PostgresStore:
             "ingest_document", {"name": name, "type": doc_type, "chunks": list(chunks), "doc_id": doc_id}
         )
         return str(rows[0][0])
+
+    async def save_document(
+        self, name: str, doc_type: str, chunks: Sequence[str], mode: SaveMode = "replace"
+    ) -> SavedDocument:
+        rows = await self._fetch(
+            "save_document", {"name": name, "type": doc_type, "chunks": list(chunks), "mode": mode}
+        )
+        r = rows[0]
+        return SavedDocument(None if r[0] is None else str(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]))
+
+    async def table_access(self) -> list[TableAccess]:
+        rows = await self._fetch("table_access", {})
+        return [TableAccess(str(r[0]), str(r[1]), bool(r[2]), bool(r[3]), int(r[4])) for r in rows]
 
     async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
         rows = await self._fetch("list_documents", {"limit": limit})
