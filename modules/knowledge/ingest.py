@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.knowledge.chunking import DEFAULT_OPTIONS, ChunkingOptions, normalize_text, split_into_chunks
+from modules.knowledge.decoding import decode_text
+from modules.knowledge.errors import UnreadableDocumentError
+from modules.knowledge.extract import TEXT_TYPES
 from modules.stores.base import ChunkStore, KnowledgeStore
 
-TEXT_TYPES = {".txt": "txt", ".md": "md", ".markdown": "md"}
-
-
-class UnreadableDocumentError(ValueError):
-    """The file can't be read as a document (wrong type, corrupt, empty); nothing was stored."""
+__all__ = ["TEXT_TYPES", "IngestResult", "UnreadableDocumentError", "ingest_file", "ingest_text", "knowledge_store"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,7 @@ def knowledge_store(store: ChunkStore) -> KnowledgeStore:
 def read_text_file(path: Path) -> str:
     if path.suffix.lower() not in TEXT_TYPES:
         raise UnreadableDocumentError(f"{path.name}: unsupported file type {path.suffix!r}")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnreadableDocumentError(f"{path.name}: not UTF-8 text ({exc.reason})") from None
+    return decode_text(path.name, path.read_bytes())
 
 
 async def ingest_text(
