@@ -13,6 +13,7 @@ from modules.knowledge.ingest import knowledge_store
 from modules.knowledge.isolation import Extractor
 from modules.logs import get_logger
 from modules.settings import Settings
+from modules.stores import store_kind
 from modules.stores.base import KnowledgeStore
 
 log = get_logger(__name__)
@@ -55,6 +56,12 @@ class KnowledgeService:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.generator.close()
+        if store_kind(self.settings) == "embedded":
+            # An ASGI server stopped by SIGTERM re-raises the signal after shutdown, and the default
+            # handler ends the process without running atexit, where the embedded server would stop.
+            from modules.stores.embedded import release_embedded_postgres
+
+            await release_embedded_postgres(self.settings.embedded_pg_dir)
 
     @property
     def knowledge(self) -> KnowledgeStore:
