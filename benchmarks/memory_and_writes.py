@@ -224,6 +224,11 @@ async def write_direct(url: str, lanes: int) -> dict[str, Any]:
 
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT id, content FROM chunks ORDER BY doc_id, chunk_index").fetchall()
+        # Leased to the writer first, as a claim would: complete() writes only what its worker holds.
+        conn.execute(
+            "UPDATE chunks SET embedding_lease_owner = 'bench-writer', "
+            "embedding_lease_expires_at = now() + interval '1 hour'"
+        )
     batches = _batches(rows)
     store = PostgresStore(url, TableNames(), DIMENSIONS, pool_size=lanes + 1, create_tables=True)
     await store.prepare()
@@ -237,7 +242,7 @@ async def write_direct(url: str, lanes: int) -> dict[str, Any]:
         while not queue.empty():
             batch = queue.get_nowait()
             done = await store.complete("bench-writer", "noop@768", batch)
-            written += done
+            written += done.written
 
     started = time.monotonic()
     await asyncio.gather(*(lane() for _ in range(lanes)))

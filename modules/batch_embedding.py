@@ -14,20 +14,22 @@ Library code never configures logging: a host app or the CLI does (see `modules/
 
 from __future__ import annotations
 
-import os
-import socket
+import asyncio
 import time
-import uuid
+from datetime import timedelta
 from types import TracebackType
 
 from modules.embedders import make_embedder
 from modules.embedders.base import Embedder
+from modules.engine.breaker import CircuitBreaker
 from modules.engine.pacing import Pacer
 from modules.engine.recovery import RetryPolicy
+from modules.engine.resilience import finish_despite_cancel
 from modules.engine.run import EmbeddingRun, RunOptions
 from modules.engine.screening import Screener
 from modules.engine.stats import RunStats, log_final_statistics
-from modules.errors import UnknownDocumentError
+from modules.engine.workers import dead_local_owners, worker_name
+from modules.errors import ApiUnavailableError, ModelMismatchError, StoreError, UnknownDocumentError
 from modules.logs import get_logger
 from modules.settings import Settings, load_settings
 from modules.stores import open_store
@@ -42,10 +44,6 @@ __all__ = [
     "batch_generate_embeddings_for_document",
     "content_hash",
 ]
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class BatchEmbeddingGenerator:
@@ -125,20 +123,73 @@ class BatchEmbeddingGenerator:
     async def status(self, doc_id: str | None = None) -> QueueStatus:
         return await self.store.status(doc_id)
 
-    async def run(self, *, doc_id: str | None = None, limit: int | None = None, retry_failed: bool = False) -> RunStats:
-        """Embed the selected chunks. Returns the run's stats; `stats.ok` is True when none failed."""
-        if doc_id is not None and not await self.store.document_exists(doc_id):
+    async def run(
+        self,
+        *,
+        doc_id: str | None = None,
+        limit: int | None = None,
+        retry_failed: bool = False,
+        allow_model_mix: bool | None = None,
+    ) -> RunStats:
+        """Embed the selected chunks and return the run's stats (`stats.ok`: nothing in scope is left
+        failed or pending). Raises ApiUnavailableError when the API can't be used (chunks released),
+        ModelMismatchError when the column holds another model's vectors (unless allowed)."""
+        store, model_id = self.store, self.embedder.model_id
+        if doc_id is not None and not await store.document_exists(doc_id):
             raise UnknownDocumentError(doc_id)
-        mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
-        where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await self.store.server_time())
-        queue = await self.store.status(doc_id)
+        dead = await self.dead_owners()
+        whole = await store.status(model_id=model_id, dead_owners=dead)
+        mix_allowed = self.settings.allow_model_mix if allow_model_mix is None else allow_model_mix
+        if whole.other_model and not mix_allowed:
+            raise ModelMismatchError(self._model_mix_message(whole.other_model))
+        queue = whole if doc_id is None else await store.status(doc_id, model_id=model_id, dead_owners=dead)
         selected = queue.failed if retry_failed else queue.pending
-        self.stats = stats = RunStats(total=min(selected, limit) if limit is not None else selected)
+        self.stats = stats = RunStats(
+            total=min(selected, limit) if limit is not None else selected,
+            limited=limit is not None,
+            retry_only=retry_failed,
+        )
         calls_before = self.embedder.calls_made()
-        run = EmbeddingRun(
+        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
+        size = "auto" if self.settings.batch_size == "auto" else str(self.batch_size)
+        if limit is not None:
+            log.info(
+                "📋 %d個のチャンクをバッチ処理します (バッチサイズ: %s, --limit %d の限定実行: 残りは未処理のまま)",
+                stats.total,
+                size,
+                limit,
+            )
+        else:
+            log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %s)", stats.total, size)
+        if dead:
+            log.info("💀 停止したワーカーのチャンクを引き継ぎます: %s", ", ".join(dead))
+        mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
+        where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead)
+        breaker = CircuitBreaker(outage_seconds=self.settings.outage_seconds)
+        pacer = self._new_pacer()
+        try:
+            await self._new_run(where, limit, stats, pacer, breaker).execute()
+            if limit is None:
+                wait = await self._abandoned_lease_wait(doc_id)
+                if wait is not None:
+                    log.info("⏳ 応答のないワーカーのリース切れを %.0f秒待って引き継ぎます", wait)
+                    await asyncio.sleep(wait)
+                    await self._new_run(where, None, stats, pacer, breaker).execute()
+        finally:
+            stats.api_calls = self.embedder.calls_made() - calls_before
+            stats.total = max(stats.total, stats.processed)
+            stats.finished = time.monotonic()
+            await self._count_scope(stats, doc_id, model_id)
+            log_final_statistics(stats)
+        return stats
+
+    def _new_run(
+        self, where: ClaimFilter, limit: int | None, stats: RunStats, pacer: Pacer, breaker: CircuitBreaker
+    ) -> EmbeddingRun:
+        return EmbeddingRun(
             store=self.store,
             embedder=self.embedder,
-            pacer=self._new_pacer(),
+            pacer=pacer,
             policy=self.policy,
             screener=self._screener(),
             options=RunOptions(
@@ -147,22 +198,52 @@ class BatchEmbeddingGenerator:
                 retry_batch_size=self.retry_batch_size,
                 use_title=self.settings.use_title,
                 lanes=self.lanes,
+                secrets=tuple(self.settings.secrets()),
             ),
             where=where,
             limit=limit,
             stats=stats,
+            breaker=breaker,
         )
-        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
-        size = "auto" if self.settings.batch_size == "auto" else str(self.batch_size)
-        log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %s)", stats.total, size)
+
+    async def dead_owners(self) -> tuple[str, ...]:
+        """Lease owners on this host whose process is gone: their chunks are taken at once."""
+        return dead_local_owners(o.owner for o in await self.store.lease_owners())
+
+    async def _abandoned_lease_wait(self, doc_id: str | None) -> float | None:
+        """If chunks in scope are leased by a worker that stopped renewing (a live one renews every
+        third of its lease), the seconds until those leases expire; None when there are none."""
+        if (await self.store.status(doc_id)).in_progress == 0:
+            return None
+        now = await self.store.server_time()
+        horizon = now + timedelta(seconds=self.settings.lease_seconds / 2)
+        ends = [
+            o.expires_at
+            for o in await self.store.lease_owners()
+            if o.owner != self.worker and o.expires_at is not None and o.expires_at < horizon
+        ]
+        if not ends:
+            return None
+        return max(0.0, (max(ends) - now).total_seconds()) + 0.5
+
+    async def _count_scope(self, stats: RunStats, doc_id: str | None, model_id: str) -> None:
+        """What is left in the run's scope at the end: the exit code and the summary depend on it."""
         try:
-            await run.execute()
-        finally:
-            stats.api_calls = self.embedder.calls_made() - calls_before
-            stats.total = max(stats.total, stats.processed)
-            stats.finished = time.monotonic()
-            log_final_statistics(stats)
-        return stats
+            final = await finish_despite_cancel(self.store.status(doc_id, model_id=model_id), limit_seconds=5)
+        except (StoreError, asyncio.CancelledError, TimeoutError):
+            return  # the summary then speaks of this run only
+        stats.scope_failed = final.failed
+        stats.scope_pending = final.pending
+
+    def _model_mix_message(self, count: int) -> str:
+        t, model = self.settings.tables, self.embedder.model_id
+        return (
+            f"{t.chunks}.{t.embedding_column} holds {count} vectors made by another model than {model} "
+            "(EMBEDDING_MODEL / EMBEDDING_DIMENSIONS), and search can't compare two models' vectors. Re-embed them "
+            "with the configured model: python fix_missing_embeddings.py (add --dry-run to see what it would do); "
+            "or set EMBEDDING_MODEL to the model that made them; or set EMBEDDING_ALLOW_MODEL_MIX=true while you "
+            "re-embed everything"
+        )
 
     def _new_pacer(self) -> Pacer:
         s = self.settings
@@ -220,9 +301,12 @@ async def batch_generate_embeddings_for_all_pending(
 
 
 async def _run_once(generator: BatchEmbeddingGenerator | None, *, doc_id: str | None = None, limit: int | None) -> bool:
-    if generator is not None:
-        stats = await generator.run(doc_id=doc_id, limit=limit)
-    else:
-        async with BatchEmbeddingGenerator(load_settings()) as own:
-            stats = await own.run(doc_id=doc_id, limit=limit)
-    return stats.ok and stats.embedded + stats.skipped >= stats.total
+    try:
+        if generator is not None:
+            stats = await generator.run(doc_id=doc_id, limit=limit)
+        else:
+            async with BatchEmbeddingGenerator(load_settings()) as own:
+                stats = await own.run(doc_id=doc_id, limit=limit)
+    except ApiUnavailableError:
+        return False  # already logged, with when to try again; every chunk went back to pending
+    return stats.ok

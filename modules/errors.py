@@ -24,21 +24,27 @@ class RateLimitedError(EmbeddingError):
         retry_after: float | None = None,
         quota_kind: str | None = None,
         quota_limit: int | None = None,
+        *,
+        per_day: bool = False,
     ) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # the server's RetryInfo, when it gave a usable one (> 0)
         self.quota_kind = quota_kind  # "requests" or "tokens", when the server named the quota
         self.quota_limit = quota_limit
+        self.per_day = per_day  # a per-day quota: it comes back tomorrow, not in seconds
 
 
 class TransientEmbeddingError(EmbeddingError):
     """5xx, timeouts, dropped connections, malformed or inconsistent answers: worth retrying as is."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False, outage: bool = True) -> None:
         super().__init__(message)
         # The server answered with an error before doing the work (500/502/503): taken as not charged
         # to the quota. A timeout, a dropped connection or a broken answer may have been.
         self.refused = refused
+        # The API's state, not the chunks' (connection refused, DNS, timeout, 5xx): counted by the circuit
+        # breaker. A broken answer (wrong count, NaN, degenerate vector) may be about one text: not counted.
+        self.outage = outage
 
 
 class PermanentEmbeddingError(EmbeddingError):
@@ -74,3 +80,18 @@ class UnknownDocumentError(BatchEmbeddingError):
 
 class RunAborted(BatchEmbeddingError):
     """The run stopped early for a reason that is not any chunk's fault (quota, config, shutdown)."""
+
+
+class ApiUnavailableError(RunAborted):
+    """The embedding API could not be used: an outage (the circuit breaker opened), a quota exhausted
+    beyond what the run may wait, or a key that stopped working mid-run. No chunk was charged and every
+    chunk the run held went back to pending. `retry_hint` says when to try again (CLI exit code 3)."""
+
+    def __init__(self, message: str, retry_hint: str) -> None:
+        super().__init__(message)
+        self.retry_hint = retry_hint
+
+
+class ModelMismatchError(BatchEmbeddingError):
+    """The vector column holds vectors of another model than the configured one: adding ours would mix
+    two vector spaces that search cannot compare."""

@@ -435,19 +435,29 @@ class Settings:
     max_retry_delay: float = setting(
         60.0, "EMBEDDING_MAX_RETRY_DELAY", seconds(0.0, 3600.0), "batching", "Longest backoff delay, in seconds."
     )
-    rate_limit_max_wait: float = setting(
-        900.0,
-        "EMBEDDING_RATE_LIMIT_MAX_WAIT",
+    max_wait: float = setting(
+        300.0,
+        "EMBEDDING_MAX_WAIT",
         seconds(0.0, 86400.0),
         "batching",
-        "How long a batch may wait out 429s in total before the run stops (chunks released, not failed).",
+        "Longest the run waits for the quota: a 429 asking for longer, or 429s adding up to more, end the run "
+        "with exit 3 (chunks released, not failed).",
+        aliases=("EMBEDDING_RATE_LIMIT_MAX_WAIT",),
+    )
+    outage_seconds: float = setting(
+        30.0,
+        "EMBEDDING_OUTAGE_SECONDS",
+        seconds(0.0, 86400.0),
+        "batching",
+        "When calls fail for the API's reasons (connection, timeout, 5xx) at least 5 times in a row and none "
+        "succeeded for this long, the run stops with exit 3 (chunks released, not failed).",
     )
     lease_seconds: int = setting(
-        300,
+        60,
         "EMBEDDING_LEASE_SECONDS",
         integer(1, 86400),
         "batching",
-        "How long a claimed chunk stays taken before another run may take it.",
+        "How long a claimed chunk stays taken without a heartbeat (renewed every third of it while in flight).",
     )
     concurrency: int | Literal["auto"] = setting(
         "auto",
@@ -504,6 +514,14 @@ class Settings:
         choice("truncate", "fail"),
         "batching",
         "A chunk over the input limit: truncate it to fit, or fail it.",
+    )
+    allow_model_mix: bool = setting(
+        False,
+        "EMBEDDING_ALLOW_MODEL_MIX",
+        boolean(),
+        "provider",
+        "Let a run add vectors of EMBEDDING_MODEL to a column that holds another model's (search can't compare "
+        "them): only while you re-embed everything.",
     )
     cache: bool = setting(
         True,
@@ -643,6 +661,15 @@ def _validated(s: Settings) -> Settings:
     if api_key and not re.fullmatch(r"[\x21-\x7e]+", api_key):
         # The key travels in an HTTP header; never echo it, not even in this message.
         raise SettingsError("GOOGLE_API_KEY", "holds a space, line break or non-ASCII character; copy the key again")
+    if s.provider is None and not api_key and (s.database_url or s.supabase_url):
+        # The offline model is the default only on the embedded database: never embed a real database's
+        # chunks with it by accident (its vectors can't be searched together with Gemini's).
+        where = "DATABASE_URL" if s.database_url else "SUPABASE_URL"
+        raise SettingsError(
+            "GOOGLE_API_KEY",
+            f"{where} is set but there is no API key: set GOOGLE_API_KEY (or GEMINI_API_KEY) to embed with Gemini, "
+            "or EMBEDDING_PROVIDER=local to embed this database with the offline model on purpose",
+        )
     provider: Provider = s.provider or ("gemini" if api_key else "local")
     if provider == "gemini" and not api_key:
         raise SettingsError(

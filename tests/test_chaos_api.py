@@ -3,8 +3,9 @@
 The real google-genai client talks HTTP to the simulator, which answers 500/503 (also in bursts),
 answers after the client's timeout, drops the connection, sends malformed JSON, one vector too few or
 too many, a vector of the wrong length, or a NaN. At a rate of 0.3 with enough retries, everything
-must end embedded with the exact vectors; at 1.0, nothing may be written and every chunk must end
-recorded failed with a reason that names the fault.
+must end embedded with the exact vectors. At 1.0, nothing may be written: when the API itself is down
+(5xx, timeouts, dropped connections) the run stops with ApiUnavailableError (exit 3) and charges no
+chunk; when every answer is broken, each chunk ends recorded failed with a reason that names the fault.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from typing import Any
 import pytest
 
 from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.errors import ApiUnavailableError
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.settings import Settings
 from tests.chaos_helpers import CHAOS_API_KEY, rows, wrong_vectors
-from tests.conftest import corpus, seed_chunks
+from tests.helpers import corpus, seed_chunks
 
 # fault kind -> (simulator field set to the rate, words the recorded reason must contain)
 FAULTS: dict[str, tuple[str, str]] = {
     "500": ("error_rate_500", "500"),
     "503": ("error_rate_503", "503"),
-    "slow": ("slow_rate", "timed out"),
+    "slow": ("slow_rate", "no complete answer"),
     "drop": ("drop_rate", "connection"),
     "malformed": ("malformed_rate", "malformed"),
     "count_mismatch": ("count_mismatch_rate", "vectors for"),
@@ -32,6 +34,8 @@ FAULTS: dict[str, tuple[str, str]] = {
     "nan": ("nan_rate", "NaN"),
 }
 SIM_FAULT_NAME = {"500": "error_500", "503": "error_503"}
+OUTAGES = ("500", "503", "slow", "drop")  # the API's state: never a chunk's failure
+BROKEN_ANSWERS = ("malformed", "count_mismatch", "wrong_length", "nan")
 
 
 @pytest.fixture
@@ -50,6 +54,7 @@ def settings_for(make_settings: Callable[..., Settings], sim: GeminiSimulator) -
             "EMBEDDING_REQUEST_TIMEOUT": "0.3",  # a 'slow' answer (1 s) is a timeout
             "EMBEDDING_RETRY_DELAY": "0.01",
             "EMBEDDING_MAX_RETRY_DELAY": "0.05",
+            "EMBEDDING_OUTAGE_SECONDS": "0.5",
         }
         values.update(overrides)
         return make_settings(**values)
@@ -96,7 +101,22 @@ async def test_bursts_of_500_and_503_are_ridden_out(
     assert wrong_vectors(after) == [] and all(r.embedded for r in after)
 
 
-@pytest.mark.parametrize("kind", list(FAULTS))
+@pytest.mark.parametrize("kind", OUTAGES)
+async def test_at_rate_1_an_outage_stops_the_run_charges_nothing_and_releases_everything(
+    database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings], kind: str
+) -> None:
+    n = 12
+    await seed_chunks(database_url, {"d": [f"APIが落ちている間の段落 {i}。" for i in range(n)]})
+    field, words = FAULTS[kind]
+    setattr(sim.config, field, 1.0)
+    with pytest.raises(ApiUnavailableError) as caught:
+        await _run(settings_for(EMBEDDING_MAX_RETRIES=1, EMBEDDING_BATCH_SIZE=5))
+    assert words in str(caught.value) and caught.value.retry_hint
+    after = rows(database_url)
+    assert [r.id for r in after if r.embedded or r.leased or r.attempts or r.failed_at or r.error] == []
+
+
+@pytest.mark.parametrize("kind", BROKEN_ANSWERS)
 async def test_at_rate_1_nothing_is_written_and_each_chunk_fails_with_the_reason(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings], kind: str
 ) -> None:

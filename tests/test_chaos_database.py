@@ -33,7 +33,7 @@ from tests.chaos_helpers import (
     wait_until,
     wrong_vectors,
 )
-from tests.conftest import corpus, seed_chunks
+from tests.helpers import corpus, seed_chunks
 
 
 class OwnServer:

@@ -17,7 +17,7 @@ from modules.knowledge.ingest import ingest_text
 from modules.settings import TableNames
 from modules.stores.postgres import PostgresStore
 from tests.chaos_helpers import gemini_env, rows, run_cli, wrong_vectors
-from tests.conftest import corpus, fetch_all, seed_chunks
+from tests.helpers import corpus, fetch_all, seed_chunks
 
 LIMIT = 2048
 

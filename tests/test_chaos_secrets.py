@@ -14,7 +14,7 @@ import pytest
 
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, run_simulator_in_thread
 from tests.chaos_helpers import CHAOS_API_KEY, SELFTEST, gemini_env, rows, run_cli, secrets_found
-from tests.conftest import corpus, seed_chunks
+from tests.helpers import corpus, seed_chunks
 
 PASSWORD = "Pw-4e1d9b07-sekrit"
 ACCEPTED_KEY = "the-only-key-the-simulator-takes"
@@ -69,9 +69,9 @@ def test_no_secret_in_any_output_of_failing_runs(
     # '%zz' is no valid escape: libpq's error quotes the whole password token
     malformed = {**env, "DATABASE_URL": password_url.replace(PASSWORD, f"{PASSWORD[:6]}%zz{PASSWORD[6:]}")}
 
-    assert out.run(env) == 1  # wrong key: run-level error
-    assert out.run(env, "-v", "--json") == 1  # the same, with debug logging
-    assert out.run(unknown_model, "--json") == 1  # 404
+    assert out.run(env) == 2  # wrong key: a settings error, no chunk charged
+    assert out.run(env, "-v", "--json") == 2  # the same, with debug logging
+    assert out.run(unknown_model, "--json") == 2  # 404
     assert out.run(dead_db) == 2
     assert out.run(malformed, "--status") in (1, 2)
     assert out.run(malformed, script=SELFTEST) == 1

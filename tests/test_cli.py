@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import corpus, fetch_all, seed_chunks
+from tests.helpers import corpus, fetch_all, seed_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"total", "embedded", "pending", "failed", "in_progress"}

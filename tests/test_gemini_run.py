@@ -11,10 +11,10 @@ import pytest
 
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.embedders.base import l2_normalize
-from modules.errors import RunAborted
+from modules.errors import ProviderConfigError
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, simulated_embedding
 from modules.settings import Settings
-from tests.conftest import TEST_API_KEY, corpus, fetch_all, seed_chunks
+from tests.helpers import TEST_API_KEY, corpus, fetch_all, seed_chunks
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ async def test_a_bad_provider_setting_stops_the_run_without_failing_chunks(
 ) -> None:
     simulator.config.api_key = TEST_API_KEY
     await seed_chunks(database_url, corpus(100, docs=2))
-    with pytest.raises(RunAborted) as caught:
+    with pytest.raises(ProviderConfigError) as caught:  # a settings error (exit 2): no call ever succeeded
         await run_all(gemini_settings(**overrides))
     assert expected in str(caught.value)
     assert "wrong-key" not in str(caught.value)

@@ -14,7 +14,7 @@ from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import KnowledgeService
 from modules.settings import Settings
 from tests.api_helpers import API_TOKEN, running_app, upload
-from tests.conftest import TEST_API_KEY, create_tables, fetch_all
+from tests.helpers import TEST_API_KEY, create_tables, fetch_all
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -35,7 +35,8 @@ def test_a_per_call_quota_is_learned_with_its_window() -> None:
     # 10 calls of 10 texts over the last 0.9 s; the 11th gets 429 "limit 10 requests, retry in 0.1 s":
     # the oldest call (sent 0.9 s ago) leaves the window in 0.1 s, so the window is about 1 s.
     pacer = pacer_with_history([(0.9 - i * 0.1, Send(1, 10, 500)) for i in range(10)])
-    pacer.rate_limited(0.1, QuotaHit(0.1, "requests", 10), refused(pacer, Send(1, 10, 500)))
+    pacer.pause(0.1)
+    pacer.rate_limited(refused(pacer, Send(1, 10, 500)), QuotaHit(0.1, "requests", 10))
     assert pacer.request_unit == "calls"
     quota = pacer.quotas["calls"]
     assert quota.limit == 10
@@ -47,7 +48,8 @@ def test_a_per_call_quota_is_learned_with_its_window() -> None:
 def test_a_per_text_quota_is_recognised_when_calls_cannot_explain_the_count() -> None:
     # Only 2 calls were sent, but 20 texts: a limit of 20 "requests" can only be counting texts.
     pacer = pacer_with_history([(0.5, Send(1, 10, 500)), (0.2, Send(1, 10, 500))])
-    pacer.rate_limited(0.5, QuotaHit(0.5, "requests", 20), refused(pacer, Send(1, 10, 500)))
+    pacer.pause(0.5)
+    pacer.rate_limited(refused(pacer, Send(1, 10, 500)), QuotaHit(0.5, "requests", 20))
     assert pacer.request_unit == "texts"
     assert "calls" not in pacer.quotas
     assert pacer.quotas["texts"].limit == 20
@@ -56,7 +58,8 @@ def test_a_per_text_quota_is_recognised_when_calls_cannot_explain_the_count() ->
 
 def test_a_token_quota_keeps_each_call_a_small_share_of_it_and_some_room_for_estimates() -> None:
     pacer = pacer_with_history([(0.5, Send(1, 50, 6000)), (0.1, Send(1, 50, 6000))])
-    pacer.rate_limited(0.4, QuotaHit(0.4, "tokens", 10000), refused(pacer, Send(1, 50, 6000)))
+    pacer.pause(0.4)
+    pacer.rate_limited(refused(pacer, Send(1, 50, 6000)), QuotaHit(0.4, "tokens", 10000))
     quota = pacer.quotas["tokens"]
     assert quota.limit == 10000
     assert pacer.batch_size == 2  # 50 texts were 60% of the quota: 2.5% is 2 texts
@@ -65,7 +68,8 @@ def test_a_token_quota_keeps_each_call_a_small_share_of_it_and_some_room_for_est
 
 def test_a_429_without_quota_details_only_pauses() -> None:
     pacer = pacer_with_history([])
-    pacer.rate_limited(2.0, QuotaHit(None), refused(pacer, Send(1, 10, 100)))
+    pacer.pause(2.0)
+    pacer.rate_limited(refused(pacer, Send(1, 10, 100)), QuotaHit(None))
     assert pacer.quotas == {}
     assert pacer.limiter.limit == 2  # nothing learned: halve the batches in flight instead
     assert 1.9 <= pacer.paused_for() <= 2.0
@@ -73,11 +77,13 @@ def test_a_429_without_quota_details_only_pauses() -> None:
 
 def test_a_429_on_a_call_the_replica_admitted_moves_the_window_above_the_one_in_use() -> None:
     pacer = pacer_with_history([(0.9 - i * 0.1, Send(1, 10, 500)) for i in range(10)])
-    pacer.rate_limited(0.1, QuotaHit(0.1, "requests", 10), refused(pacer, Send(1, 10, 500)))
+    pacer.pause(0.1)
+    pacer.rate_limited(refused(pacer, Send(1, 10, 500)), QuotaHit(0.1, "requests", 10))
     first = pacer.quotas["calls"].window
     time.sleep(0.01)
     ticket = refused(pacer, Send(1, 10, 500))  # sent under the learned model, yet refused
-    pacer.rate_limited(0.01, QuotaHit(0.01, "requests", 10), ticket)
+    pacer.pause(0.01)
+    pacer.rate_limited(ticket, QuotaHit(0.01, "requests", 10))
     assert pacer.quotas["calls"].window >= first * 1.01
 
 

@@ -18,7 +18,7 @@ import pytest
 from modules.settings import TableNames
 from modules.stores.base import RepairResult
 from modules.stores.postgres import PostgresStore
-from tests.conftest import fetch_all
+from tests.helpers import fetch_all
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "wordllama-l2_supercat-256@768"  # LocalEmbedder(768).model_id, what EMBEDDING_PROVIDER=local writes
@@ -128,7 +128,7 @@ async def test_report_and_apply_in_sql(database_url: str) -> None:
         assert (limited.released_leases, limited.reset, limited.wrong_model, limited.wrong_dimension) == (0, 1, 1, 0)
         result = await store.repair_apply(MODEL, DIMS)
         assert (result.released_leases, result.reset, result.wrong_model, result.wrong_dimension) == (1, 2, 2, 1)
-        assert await store.repair_apply(MODEL, DIMS) == RepairResult(0, 0, 0, 0)
+        assert await store.repair_apply(MODEL, DIMS) == RepairResult(0, 0, 0, 0, 0)
         after = {r.doc_id: r for r in await store.repair_report(MODEL, DIMS)}
         assert (after["doc-a"].missing, after["doc-a"].to_reset, after["doc-b"].missing) == (4, 0, 2)
     finally:
@@ -162,6 +162,7 @@ async def test_dry_run_reports_by_document_and_changes_nothing(database_url: str
         "expired_leases": 1,
         "wrong_model": 3,
         "wrong_dimension": 1,
+        "degenerate": 0,
         "failed": 1,
         "to_reset": 3,
     }
@@ -180,9 +181,15 @@ async def test_repair_resets_wrong_vectors_and_re_embeds_them(database_url: str,
     await seed_repair_case(database_url)
     kept_before = await fetch_all(database_url, "SELECT embedding::text, embedded_at FROM chunks WHERE id = 'doc-a/0'")
     result = run_repair(env, "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # one chunk is recorded failed (an earlier run's): the truth
     data = json.loads(result.stdout)
-    assert data["applied"] == {"released_leases": 1, "wrong_model": 3, "wrong_dimension": 1, "reset": 3}
+    assert data["applied"] == {
+        "released_leases": 1,
+        "wrong_model": 3,
+        "wrong_dimension": 1,
+        "degenerate": 0,
+        "reset": 3,
+    }
     assert (data["run"]["embedded"], data["run"]["failed"]) == (5, 0)
     status = data["status"]
     assert (status["embedded"], status["failed"], status["in_progress"], status["pending"]) == (7, 1, 1, 0)
@@ -200,10 +207,12 @@ async def test_repair_resets_wrong_vectors_and_re_embeds_them(database_url: str,
     assert kept_after == kept_before  # a right vector is never re-embedded
     log_text = Path(env["EMBEDDING_LOG_FILE"]).read_text(encoding="utf-8")
     assert "♻️ 再埋め込みのためにベクトルをリセットしました: 3件" in log_text
-    assert "🧠 バッチエンベディング生成開始" in log_text and "📈 成功率: 100.0%" in log_text
+    assert "🧠 バッチエンベディング生成開始" in log_text and "📈 成功率: 83.3%" in log_text
+    assert "以前の実行で失敗したチャンクが 1件残っています" in log_text and "--retry-only" in log_text
+    assert "🎉" not in log_text and "成功率: 100.0%" not in log_text
 
     again = run_repair(env, "--json")
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr
     assert json.loads(again.stdout)["applied"]["reset"] == 0
 
 

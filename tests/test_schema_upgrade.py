@@ -20,7 +20,7 @@ from modules.stores.base import ClaimFilter, ClaimMode
 from modules.stores.migration_file import MIGRATION_PATH
 from modules.stores.migrations import latest_version, migrations
 from modules.stores.postgres import PostgresStore
-from tests.conftest import fetch_all
+from tests.helpers import fetch_all
 from tests.postgrest_fake import apply_migration
 
 FROZEN_V1 = Path(__file__).parent / "fixtures" / "schema_v1_released.sql"
@@ -81,7 +81,7 @@ async def catalog(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.fixture
 def second_database(pg_server: str) -> Any:
-    from tests.conftest import _with_database
+    from tests.helpers import with_database
 
     names = []
 
@@ -92,7 +92,7 @@ def second_database(pg_server: str) -> Any:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         names.append(name)
-        return _with_database(pg_server, name)
+        return with_database(pg_server, name)
 
     yield make
     with psycopg.connect(pg_server, autocommit=True) as conn:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_API_KEY, seed_chunks
+from tests.helpers import TEST_API_KEY, seed_chunks
 from tests.postgrest_fake import ensure_supabase_roles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ async def test_passes_on_a_good_environment(database_url: str, env: dict[str, st
     result = run_selftest(env)
     assert result.returncode == 0, result.stdout + result.stderr
     passed = lines_starting(result.stdout, "✅")
-    assert len(passed) == 6 and not lines_starting(result.stdout, "❌")
+    assert len(passed) == 7 and not lines_starting(result.stdout, "❌")
     assert any("APIキー=設定済み" in line for line in passed)
     assert any("総チャンク 2" in line for line in passed)
     assert any("768 次元で埋め込めました" in line for line in passed)

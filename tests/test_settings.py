@@ -40,7 +40,9 @@ def test_a_key_selects_gemini_and_never_shows_itself() -> None:
 
 
 def test_database_password_counts_as_a_secret() -> None:
-    s = load_settings(env={"DATABASE_URL": "postgresql://user:pa55word!@db.example:5432/postgres"})
+    s = load_settings(
+        env={"DATABASE_URL": "postgresql://user:pa55word!@db.example:5432/postgres", "EMBEDDING_PROVIDER": "local"}
+    )
     assert "pa55word!" in s.secrets()
 
 
@@ -59,8 +61,8 @@ def test_model_prefix_is_accepted() -> None:
         ({"EMBEDDING_MAX_RETRIES": "-1"}, "EMBEDDING_MAX_RETRIES"),
         ({"EMBEDDING_RETRY_DELAY": "soon"}, "EMBEDDING_RETRY_DELAY"),
         ({"AUTO_GENERATE_EMBEDDINGS": "maybe"}, "AUTO_GENERATE_EMBEDDINGS"),
-        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
-        ({"SUPABASE_URL": "https://x.supabase.co"}, "SUPABASE_KEY"),
+        ({"DATABASE_URL": "mysql://x", "EMBEDDING_PROVIDER": "local"}, "DATABASE_URL"),
+        ({"SUPABASE_URL": "https://x.supabase.co", "EMBEDDING_PROVIDER": "local"}, "SUPABASE_KEY"),
         ({"EMBEDDING_TASK_TYPE": "NOPE"}, "EMBEDDING_TASK_TYPE"),
         ({"EMBEDDING_QUOTA_WINDOW": "0"}, "EMBEDDING_QUOTA_WINDOW"),
         ({"EMBEDDING_RPM": "0"}, "EMBEDDING_RPM"),

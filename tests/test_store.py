@@ -11,9 +11,9 @@ import pytest
 from modules.errors import SchemaMismatchError
 from modules.settings import SettingsError, TableNames, load_settings
 from modules.stores import check_dimensions, open_store
-from modules.stores.base import ClaimFilter, ClaimMode, Completed, Failure
+from modules.stores.base import ClaimFilter, ClaimMode, Completed, CompleteResult, Failure
 from modules.stores.postgres import PostgresStore
-from tests.conftest import corpus, fetch_all, seed_chunks
+from tests.helpers import corpus, fetch_all, seed_chunks
 
 
 def _hash(text: str) -> str:
@@ -53,7 +53,7 @@ async def test_migration_is_idempotent_and_keeps_host_uuid_schema(database_url: 
         assert [c.chunk_index for c in claimed] == [1, 2, 3, 4, 5]
         vec = np.ones(768, dtype=np.float32) / np.sqrt(768)
         written = await store.complete("w1", "m@768", [Completed(c.id, vec, _hash(c.content)) for c in claimed])
-        assert written == 5
+        assert written.written == 5
         assert (await store.status()).embedded == 5
         assert not await store.document_exists("not-a-uuid")
     finally:
@@ -106,8 +106,10 @@ async def test_complete_skips_a_chunk_edited_while_in_flight(database_url: str) 
         (chunk,) = await store.claim("w", 1, 60, ClaimFilter())
         await fetch_all(database_url, "UPDATE chunks SET content = 'edited text' RETURNING 1")
         vec = np.ones(768, dtype=np.float32)
-        assert await store.complete("w", "m", [Completed(chunk.id, vec, _hash("original text"))]) == 0
-        assert (await store.status()).embedded == 0
+        result = await store.complete("w", "m", [Completed(chunk.id, vec, _hash("original text"))])
+        assert result == CompleteResult(written=0, changed=1)
+        status = await store.status()  # released at once, pending with its new text: not left leased
+        assert (status.embedded, status.pending, status.in_progress) == (0, 1, 0)
     finally:
         await store.aclose()
 

@@ -23,7 +23,7 @@ from modules.knowledge.ingest import knowledge_store
 from modules.settings import Settings, load_settings
 from modules.stores import open_store
 from modules.stores.base import ChunkStore, ClaimFilter, Completed, Failure
-from tests.conftest import TEST_API_KEY, corpus, fetch_all, seed_chunks
+from tests.helpers import TEST_API_KEY, corpus, fetch_all, seed_chunks
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
 
@@ -118,7 +118,7 @@ async def test_happy_path_embeds_everything_once(backend: Backend) -> None:
     np.testing.assert_allclose(stored, expected, rtol=0, atol=1e-6)
     assert {r[2] for r in rows} == {LocalEmbedder(768).model_id}
     if backend.fake is not None:  # one round trip per batch for results, never one per chunk
-        assert len(backend.fake.calls_to("embq_complete")) == 20
+        assert len(backend.fake.calls_to("embq_complete_v2")) == 20
 
 
 @pytest.mark.skipif(not HAVE_SIMULATOR, reason="modules.gemini_simulator is not there yet")
@@ -182,7 +182,7 @@ async def test_status_counts_per_queue_and_per_document(backend: Backend) -> Non
         await store.fail("w1", [Failure(b0.id, "400 INVALID_ARGUMENT: bad chunk")])
         (c0,) = await store.claim("w1", 1, 60, ClaimFilter(doc_id="doc-c"))
         vector = np.full(768, 1 / np.sqrt(768), dtype=np.float32)
-        assert await store.complete("w1", "m@768", [Completed(c0.id, vector, content_hash(c0.content))]) == 1
+        assert (await store.complete("w1", "m@768", [Completed(c0.id, vector, content_hash(c0.content))])).written == 1
 
         s = await store.status()
         assert (s.total, s.embedded, s.pending, s.failed, s.in_progress, s.stale_leases) == (9, 1, 5, 1, 2, 0)

@@ -20,7 +20,7 @@ from psycopg import sql
 from modules.settings import Secret, TableNames
 from modules.stores.postgres import PostgresStore
 from modules.stores.supabase import SupabaseStore
-from tests.conftest import fetch_all
+from tests.helpers import fetch_all
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
 API_ROLES = ("anon", "authenticated")

@@ -24,7 +24,7 @@ from modules.stores.base import ClaimFilter, Completed
 from modules.stores.migration_file import SUPABASE_DIR, expected_files, supabase_files
 from modules.stores.postgres import PostgresStore
 from modules.stores.supabase import SupabaseStore, key_role
-from tests.conftest import corpus, fetch_all
+from tests.helpers import corpus, fetch_all
 from tests.postgrest_fake import (
     ANON_KEY,
     SERVICE_KEY,
@@ -142,7 +142,7 @@ async def test_migration_is_idempotent_types_ids_and_lets_only_service_role_call
             assert [c.chunk_index for c in chunks] == [0, 1, 2, 3, 4]
             vector = np.full(768, 1 / np.sqrt(768), dtype=np.float32)
             results = [Completed(c.id, vector, content_hash(c.content)) for c in chunks]
-            assert await store.complete("w", "m@768", results) == 5
+            assert (await store.complete("w", "m@768", results)).written == 5
             assert not await store.document_exists("not-a-uuid")
         finally:
             await store.aclose()
@@ -178,6 +178,10 @@ async def test_anon_key_can_neither_claim_nor_read(fake: PostgrestFake, supabase
         "embq_status": {},
         "embq_status_by_document": {},
         "embq_complete": {"p_worker": "x", "p_model": "x", "p_ids": [], "p_vectors": [], "p_hashes": []},
+        "embq_complete_v2": {"p_worker": "x", "p_model": "x", "p_ids": [], "p_vectors": [], "p_hashes": []},
+        "embq_claim_v2": {"p_worker": "thief", "p_limit": 10, "p_lease_seconds": 600},
+        "embq_status_v2": {},
+        "embq_lease_owners": {},
         "embq_repair_apply": {"p_model": "x", "p_dimensions": 768},
     }
     for function, params in calls.items():
@@ -277,8 +281,8 @@ async def test_a_503_burst_on_complete_is_retried_and_each_result_written_once(
     fake: PostgrestFake, supabase_db: str, base_env: dict[str, str]
 ) -> None:
     await insert_rows(supabase_db, corpus(50, docs=1))
-    fake.fail_next(3, function="embq_complete")  # a gateway refusing before the database is reached
-    fake.fail_next(1, function="embq_complete", after_commit=True)  # written, but the answer is lost
+    fake.fail_next(3, function="embq_complete_v2")  # a gateway refusing before the database is reached
+    fake.fail_next(1, function="embq_complete_v2", after_commit=True)  # written, but the answer is lost
     store = make_store(fake.url)
     await store.prepare()
     env = {k: v for k, v in base_env.items() if k != "DATABASE_URL"}
@@ -290,7 +294,7 @@ async def test_a_503_burst_on_complete_is_retried_and_each_result_written_once(
         await store.aclose()
     assert (stats.embedded, stats.failed, stats.skipped) == (50, 0, 0)
     assert (status.embedded, status.pending, status.in_progress) == (50, 0, 0)
-    calls = fake.calls_to("embq_complete")
+    calls = fake.calls_to("embq_complete_v2")
     assert len(calls) == 5 + 4  # five batches, four of their answers lost
     assert sum(c.executed for c in calls) == 6  # the lost-answer write ran again, harmlessly
     rows = await fetch_all(supabase_db, "SELECT max(embedding_attempts), count(DISTINCT content_hash) FROM chunks")
@@ -301,10 +305,10 @@ async def test_timeouts_and_dropped_connections_are_retried_then_unavailable(fak
     store = make_store(fake.url, timeout=0.4, attempts=3)
     try:
         await store.prepare()
-        fake.hang_next(1, 1.5, function="embq_status")  # past the client's timeout
-        fake.hang_next(1, 0.0, function="embq_status")  # the connection drops with no answer
+        fake.hang_next(1, 1.5, function="embq_status_v2")  # past the client's timeout
+        fake.hang_next(1, 0.0, function="embq_status_v2")  # the connection drops with no answer
         assert (await store.status()).total == 0
-        assert len(fake.calls_to("embq_status")) == 3
+        assert len(fake.calls_to("embq_status_v2")) == 3
 
         fake.fail_next(5, status=503, function="embq_server_time")
         with pytest.raises(StoreUnavailableError) as caught:
@@ -327,7 +331,7 @@ async def test_vectors_round_trip_exactly_as_float32(fake: PostgrestFake, supaba
         await store.prepare()
         chunks = await store.claim("w", 8, 60, ClaimFilter())
         results = [Completed(c.id, vectors[i], content_hash(c.content)) for i, c in enumerate(chunks)]
-        assert await store.complete("w", "m", results) == 8
+        assert (await store.complete("w", "m", results)).written == 8
     finally:
         await store.aclose()
     rows = await fetch_all(supabase_db, "SELECT chunk_index, embedding FROM chunks ORDER BY chunk_index")
@@ -357,7 +361,7 @@ async def test_a_service_role_without_the_grant_is_told_to_reapply_the_migration
     fake: PostgrestFake, supabase_db: str
 ) -> None:
     with psycopg.connect(supabase_db, autocommit=True) as conn:
-        conn.execute("REVOKE EXECUTE ON FUNCTION embq_status(text) FROM service_role")
+        conn.execute("REVOKE EXECUTE ON FUNCTION embq_status_v2(text, text, text[]) FROM service_role")
     store = make_store(fake.url)
     try:
         await store.prepare()

@@ -19,7 +19,7 @@ from modules.knowledge.api import create_app, knowledge_lifespan, knowledge_rout
 from modules.knowledge.service import KnowledgeService
 from modules.settings import Settings, SettingsError, load_settings
 from tests.api_helpers import API_TOKEN, running_app, upload
-from tests.conftest import create_tables, fetch_all
+from tests.helpers import create_tables, fetch_all
 
 ROOT = Path(__file__).resolve().parent.parent
 WRONG_TOKEN = "wrong-token-a1b2c3d4e5f6a7b8"

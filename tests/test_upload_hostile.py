@@ -16,7 +16,7 @@ import pytest
 
 from modules.settings import Settings
 from tests.api_helpers import API_TOKEN, running_app, upload
-from tests.conftest import create_tables, fetch_all
+from tests.helpers import create_tables, fetch_all
 from tests.hostile_files import (
     DOCUMENT_HEAD,
     DOCUMENT_TAIL,

@@ -18,7 +18,7 @@ from modules.knowledge.extract import extract_text
 from modules.knowledge.ingest import read_text_file
 from modules.settings import Settings
 from tests.api_helpers import API_TOKEN, running_app, upload
-from tests.conftest import create_tables, fetch_all
+from tests.helpers import create_tables, fetch_all
 
 OFFICE_TEXT = (
     "経費精算の締め日は毎月２５日です。領収書は原本を提出してください。\n"

@@ -19,7 +19,7 @@ from modules.knowledge.service import KnowledgeService
 from modules.settings import Secret, Settings, TableNames
 from modules.stores.supabase import SupabaseStore
 from tests.api_helpers import API_TOKEN, running_app, upload
-from tests.conftest import TEST_API_KEY, create_tables, fetch_all
+from tests.helpers import TEST_API_KEY, create_tables, fetch_all
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
 PARAGRAPHS = [  # each over half of CHUNK_TARGET_CHARS=50, so each is one chunk

@@ -9,9 +9,11 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from modules.cli.logging_setup import configure_logging, log_exception_to_file
+from modules.cli.logging_setup import configure_logging, log_exception_to_file, log_to_file_only
 from modules.errors import (
+    ApiUnavailableError,
     BatchEmbeddingError,
+    ModelMismatchError,
     ProviderConfigError,
     RunAborted,
     SchemaMismatchError,
@@ -21,10 +23,17 @@ from modules.errors import (
 from modules.logs import get_logger, scrub
 from modules.settings import Settings, SettingsError, load_settings
 
-EXIT_OK = 0  # every selected chunk ended embedded
-EXIT_FAILED = 1  # some chunks are recorded failed, or the run stopped early (quota)
+EXIT_OK = 0  # nothing in the run's scope is failed or pending (--limit's leftovers aside)
+EXIT_FAILED = 1  # chunks in scope are recorded failed (earlier runs' too), or left pending
 EXIT_USAGE = 2  # usage, settings, or environment error: nothing was attempted
+EXIT_API_UNAVAILABLE = 3  # the API could not be used (outage, quota, key revoked): chunks released untouched
 EXIT_INTERRUPTED = 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 nothing in scope left failed or pending (--limit's leftovers aside); 1 chunks in scope are "
+    "failed (earlier runs' too: retry with --retry-only) or left pending; 2 usage, settings or environment "
+    "error, nothing attempted; 3 the embedding API could not be used (outage, quota, key), every chunk released "
+    "untouched, try again later; 130 interrupted."
+)
 
 log = get_logger(__name__)
 
@@ -57,8 +66,11 @@ def setup(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def fail(message: str, secrets: list[str]) -> None:
-    print(f"❌ {scrub(message, secrets)}", file=sys.stderr)
+def fail(message: str, secrets: list[str], mark: str = "❌") -> None:
+    """The one line that ends a run: on stderr, and in the log file too."""
+    line = f"{mark} {scrub(message, secrets)}"
+    print(line, file=sys.stderr)
+    log_to_file_only(line, secrets)
 
 
 def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]]) -> int:
@@ -81,9 +93,12 @@ def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]
     except UnknownDocumentError as exc:
         fail(f"ドキュメントが見つかりません: {exc.doc_id!r} (--status --by-document で一覧を確認できます)", secrets())
         return EXIT_USAGE
-    except (ProviderConfigError, SchemaMismatchError) as exc:
+    except (ProviderConfigError, SchemaMismatchError, ModelMismatchError) as exc:
         fail(f"設定エラー: {exc}", secrets())
         return EXIT_USAGE
+    except ApiUnavailableError as exc:
+        fail(f"埋め込みAPIを利用できないため中断しました: {exc} | 再実行の目安: {exc.retry_hint}", secrets(), "🛑")
+        return EXIT_API_UNAVAILABLE
     except StoreError as exc:
         fail(f"データベースエラー: {exc}", secrets())
         return EXIT_USAGE
@@ -94,7 +109,8 @@ def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]
         fail(str(exc), secrets())
         return EXIT_FAILED
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\n⏹️ 中断しました。処理中のバッチは書き込み済みか、未処理に戻してあります。", file=sys.stderr)
+        print(file=sys.stderr)
+        fail("中断しました。処理中のバッチは書き込み済みか、未処理に戻してあります。", secrets(), "⏹️")
         return EXIT_INTERRUPTED
     except Exception as exc:
         # A bug or an error nobody foresaw: the traceback goes to the log file (scrubbed of secrets

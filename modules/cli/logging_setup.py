@@ -82,3 +82,25 @@ def log_exception_to_file(message: str) -> None:
     for handler in log.handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def log_to_file_only(line: str, secrets: list[str]) -> None:
+    """Write a line to the log file without printing it again on the console. Before logging is set
+    up (a settings error), the default log file in the working directory is used."""
+    handlers = [h for h in log.handlers if isinstance(h, logging.FileHandler)]
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, scrub(line, secrets), (), None)
+    if handlers:
+        for handler in handlers:
+            handler.handle(record)
+        return
+    try:
+        with open(_default_log_file(), "a", encoding="utf-8") as out:
+            out.write(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S").format(record) + "\n")
+    except OSError:
+        pass  # no writable log file: the console line is all there is
+
+
+def _default_log_file() -> Path:
+    import os
+
+    return Path(os.environ.get("EMBEDDING_LOG_FILE") or "batch_embedding.log")

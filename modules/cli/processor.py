@@ -6,11 +6,20 @@ import argparse
 import json
 
 from modules.batch_embedding import BatchEmbeddingGenerator
-from modules.cli.common import EXIT_FAILED, EXIT_OK, add_logging_options, parse_args, run_main, safe_secrets, setup
+from modules.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    add_logging_options,
+    parse_args,
+    run_main,
+    safe_secrets,
+    setup,
+)
 from modules.cli.progress import show_progress
 from modules.cli.status_view import format_status, status_dict
 from modules.engine.stats import RunStats
-from modules.errors import StoreError, UnknownDocumentError
+from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
 from modules.logs import get_logger
 from modules.settings import Settings
 from modules.stores import open_store, store_kind
@@ -33,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batch_embedding_processor.py",
         description="Embed chunks that have no embedding, in batches, with recovery; or show the status.",
-        epilog="Exit codes: 0 all selected chunks embedded, 1 some failed, 2 usage/settings error, 130 interrupted.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--limit", type=positive_int, metavar="N", help="process at most N chunks")
     parser.add_argument("--doc-id", metavar="ID", help="only this document's chunks")
@@ -65,16 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         async with BatchEmbeddingGenerator(settings) as generator:
             if args.status:
                 return await show_status(generator, args)
-            if args.no_progress or args.json:
-                stats = await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
-            else:
-                async with show_progress(generator):
-                    stats = await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
-            status = await generator.status(args.doc_id)
-            if args.json:
-                print(json.dumps({"run": stats.as_dict(), "status": status_dict(status)}, ensure_ascii=False))
-            else:
-                print(format_status(status))
+            try:
+                if args.no_progress or args.json:
+                    stats = await run(generator, args)
+                else:
+                    async with show_progress(generator):
+                        stats = await run(generator, args)
+            except ApiUnavailableError:
+                await report(generator, args, generator.stats)  # what was done, and that nothing was charged
+                raise
+            await report(generator, args, stats)
             return exit_code(stats)
 
     return run_main(body, safe_secrets)
@@ -102,11 +111,27 @@ async def first_time_setup(settings: Settings) -> int:
     return EXIT_OK
 
 
+async def run(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> RunStats:
+    return await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
+
+
+async def report(generator: BatchEmbeddingGenerator, args: argparse.Namespace, stats: RunStats) -> None:
+    status = await generator.store.status(
+        args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+    )
+    if args.json:
+        print(json.dumps({"run": stats.as_dict(), "status": status_dict(status)}, ensure_ascii=False))
+    else:
+        print(format_status(status))
+
+
 async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> int:
     store = generator.store
     if args.doc_id is not None and not await store.document_exists(args.doc_id):
         raise UnknownDocumentError(args.doc_id)
-    status = await store.status(args.doc_id)
+    status = await store.status(
+        args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+    )
     documents = await store.status_by_document() if args.by_document else None
     errors = await store.recent_errors() if args.errors else None
     cache = await store.cache_stats()

@@ -8,7 +8,16 @@ from dataclasses import asdict
 from typing import Any
 
 from modules.batch_embedding import BatchEmbeddingGenerator
-from modules.cli.common import EXIT_FAILED, EXIT_OK, add_logging_options, parse_args, run_main, safe_secrets, setup
+from modules.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    add_logging_options,
+    parse_args,
+    run_main,
+    safe_secrets,
+    setup,
+)
 from modules.cli.processor import positive_int
 from modules.cli.progress import show_progress
 from modules.cli.status_view import format_status, status_dict
@@ -25,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Find, by document, chunks without an embedding, leases left by dead workers, and vectors of another "
             "model or dimension; reset them and embed everything missing in batches."
         ),
-        epilog="Exit codes: 0 all selected chunks embedded, 1 some failed, 2 usage/settings error, 130 interrupted.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="only report what would be done: no chunk is changed, no API call"
@@ -69,6 +78,7 @@ def format_row(row: RepairRow) -> str:
     return (
         f"  {row.name or row.doc_id} [{row.doc_id}]: 未埋め込み {row.missing} (うち失敗 {row.failed})"
         f" | 期限切れリース {row.expired_leases} | モデル違い {row.wrong_model} | 次元違い {row.wrong_dimension}"
+        f" | 異常なベクトル {row.degenerate}"
     )
 
 
@@ -85,13 +95,13 @@ def format_outcome(outcome: RepairOutcome) -> str:
             lines.append(f"  … 他 {len(plan.rows) - MAX_DOCUMENT_LINES} ドキュメント (--json で全件)")
         lines.append(
             f"  合計: 未埋め込み {t.missing} (うち失敗 {t.failed}) | 期限切れリース {t.expired_leases}"
-            f" | モデル違い {t.wrong_model} | 次元違い {t.wrong_dimension}"
+            f" | モデル違い {t.wrong_model} | 次元違い {t.wrong_dimension} | 異常なベクトル {t.degenerate}"
         )
     lines.append("")
     if outcome.dry_run:
         lines.append("🧪 ドライラン: 何も変更していません。実行すると次の処理を行います")
         lines.append(f"  🔓 期限切れリースの解放: {plan.would_release}件")
-        lines.append(f"  ♻️ 再埋め込みのためのリセット: {plan.would_reset}件 (モデル違い・次元違いのベクトル)")
+        lines.append(f"  ♻️ 再埋め込みのためのリセット: {plan.would_reset}件 (モデル違い・次元違い・異常なベクトル)")
         lines.append(f"  🧠 バッチ埋め込み: {plan.would_embed}件")
         if t.failed:
             lines.append(
@@ -102,7 +112,8 @@ def format_outcome(outcome: RepairOutcome) -> str:
         if applied is not None:
             lines.append(f"🔓 期限切れリースを解放: {applied.released_leases}件")
             lines.append(
-                f"♻️ リセット: {applied.reset}件 (モデル違い {applied.wrong_model}, 次元違い {applied.wrong_dimension})"
+                f"♻️ リセット: {applied.reset}件 (モデル違い {applied.wrong_model}, 次元違い {applied.wrong_dimension},"
+                f" 異常なベクトル {applied.degenerate})"
             )
         if outcome.run is not None:
             run = outcome.run

@@ -53,6 +53,7 @@ class SelfTest:
         self.out = out
         self.secrets: list[str] = []
         self.database_url: str | None = None
+        self.model_id: str | None = None  # the configured model's id, once the embedder is made
         self.results: list[CheckResult] = []
 
     def record(self, result: CheckResult) -> None:
@@ -206,6 +207,7 @@ class SelfTest:
         except Exception as exc:
             self.record(CheckResult(name, False, _describe(exc), _api_fix(exc, settings)))
             return
+        self.model_id = embedder.model_id
         try:
             vectors = await asyncio.wait_for(
                 embedder.embed([EmbedRequest(PROBE_TEXT)]), timeout=settings.request_timeout + 10
@@ -250,7 +252,7 @@ class SelfTest:
             self.record(CheckResult(name, None, "データベースの確認に失敗したため実行できません"))
             return
         try:
-            status = await store.status()
+            status = await store.status(model_id=self.model_id)
         except Exception as exc:
             self.record(
                 CheckResult(
@@ -269,6 +271,21 @@ class SelfTest:
                 f" | 未処理 {status.pending:,} | 失敗 {status.failed:,} | 処理中 {status.in_progress:,}",
             )
         )
+        self.record(_model_check(status.other_model, self.model_id))
+
+
+def _model_check(other_model: int, model_id: str | None) -> CheckResult:
+    name = "ベクトルのモデル"
+    if other_model == 0:
+        return CheckResult(name, True, f"すべてのベクトルが設定のモデル ({model_id}) で作られています")
+    return CheckResult(
+        name,
+        False,
+        f"{other_model:,}件のベクトルが設定 ({model_id}) と違うモデルで作られています。"
+        "別モデルのベクトルとは比較できないため、検索結果が正しくなりません",
+        "python fix_missing_embeddings.py で設定のモデルに揃えて再埋め込みしてください (--dry-run で件数を確認)。"
+        "または EMBEDDING_MODEL / EMBEDDING_DIMENSIONS を、ベクトルを作ったモデルに合わせてください",
+    )
 
 
 # --- helpers -------------------------------------------------------------------------------------

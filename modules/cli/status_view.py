@@ -21,6 +21,7 @@ def status_dict(
         "failed": status.failed,
         "in_progress": status.in_progress,
         "stale_leases": status.stale_leases,
+        "other_model": status.other_model,
         "percent_embedded": round(status.percent_embedded, 2),
     }
     if documents is not None:
@@ -63,7 +64,15 @@ def format_status(
         f"  🔄 処理中         : {status.in_progress:,}",
     ]
     if status.stale_leases:
-        lines.append(f"  ⚠️ 期限切れリース : {status.stale_leases:,} (停止したワーカーの分。次の実行で再処理されます)")
+        lines.append(
+            f"  ⚠️ 期限切れリース : {status.stale_leases:,}"
+            " (停止したワーカーの分。未処理・失敗に含み、次の実行で再処理されます)"
+        )
+    if status.other_model:
+        lines.append(
+            f"  ❗ 別モデルのベクトル: {status.other_model:,}"
+            " (設定と違うモデルで作られたベクトル。検索で混ぜられません: python fix_missing_embeddings.py で再埋め込み)"
+        )
     if cache is not None and cache.entries:
         lines.append(
             f"  ♻️ キャッシュ       : {cache.entries:,}件 (再利用 {cache.hits:,}回 = その分のAPI呼び出しを節約)"
@@ -78,6 +87,9 @@ def format_status(
                 f"  {d.name or d.doc_id} [{d.doc_id}]: {d.embedded}/{d.total} 済"
                 f" | 未処理 {d.pending} | 失敗 {d.failed} | 処理中 {d.in_progress}"
             )
+    if errors is not None and not errors:
+        lines.append("")
+        lines.append("🧾 記録されたエラーはありません")
     if errors:
         lines.append("")
         lines.append("🧾 よくあるエラー")

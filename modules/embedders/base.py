@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from modules.errors import TransientEmbeddingError
+
 Vectors = npt.NDArray[np.float32]  # shape (n_texts, dimensions), rows L2-normalized
+MIN_NORM, MAX_NORM = 1e-6, 1e6  # a real embedding's norm is about 1 (0.3..40 before normalizing)
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,19 @@ def l2_normalize(vectors: Vectors) -> Vectors:
     norms[norms == 0] = 1.0
     normalized: Vectors = (vectors / norms).astype(np.float32, copy=False)
     return normalized
+
+
+def checked_vectors(raw: npt.NDArray[np.floating[Any]]) -> Vectors:
+    """Unit vectors from an answer, or TransientEmbeddingError (not an outage) if any row is degenerate:
+    NaN or infinite values, or a norm that is zero, overflows or underflows (outside 1e-6..1e6). Such a
+    vector has no usable direction; stored, it would match nothing, or everything."""
+    if not np.isfinite(raw).all():
+        raise TransientEmbeddingError("answer held NaN or infinite values", outage=False)
+    norms = np.linalg.norm(raw, axis=1)
+    bad = np.flatnonzero(~((norms >= MIN_NORM) & (norms <= MAX_NORM)))
+    if bad.size:
+        norm = float(norms[bad[0]])
+        why = "zero" if norm == 0 else f"{norm:.3g}, outside {MIN_NORM:g}..{MAX_NORM:g}"
+        raise TransientEmbeddingError(f"degenerate vector in the answer (norm {why})", outage=False)
+    unit: Vectors = (raw / norms[:, None]).astype(np.float32)
+    return unit

@@ -3,11 +3,19 @@
 One `batchEmbedContents` call per batch (the SDK sends every embed_content call that way). The SDK
 retries nothing by default and ignores RetryInfo, so this adapter only translates what happened
 into the error classes of `modules.errors`; how often to retry and how to split is the
-orchestrator's business.
+orchestrator's business. What it guards itself, because the SDK does not:
+
+- a total deadline per call (connect, send and the whole answer): the SDK's timeout is per read, so
+  an answer that drips one byte a second would never end;
+- redirects are not followed: httpx forwards the `x-goog-api-key` header to any origin;
+- the key is scrubbed from every error text (Google's own error bodies can quote it);
+- every answer is checked: one vector per text, of the asked length, finite, with a norm that is
+  neither zero nor overflowing nor underflowing, before it is L2-normalized.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -19,7 +27,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from modules.embedders.base import EmbedRequest, Vectors, l2_normalize
+from modules.embedders.base import EmbedRequest, Vectors, checked_vectors
 from modules.errors import (
     EmbeddingError,
     PermanentEmbeddingError,
@@ -27,6 +35,7 @@ from modules.errors import (
     RateLimitedError,
     TransientEmbeddingError,
 )
+from modules.logs import scrub
 from modules.settings import GEMINI_MAX_BATCH, Settings
 from modules.text import estimate_tokens
 
@@ -45,10 +54,16 @@ class GeminiEmbedder:
         self._dimensions = settings.dimensions
         self._task_type = settings.task_type
         self._use_title = settings.use_title and settings.task_type == "RETRIEVAL_DOCUMENT"
-        options = types.HttpOptions(timeout=int(settings.request_timeout * 1000))
+        self._deadline = settings.request_timeout
+        self._key = settings.google_api_key.reveal()
+        options = types.HttpOptions(
+            timeout=int(settings.request_timeout * 1000),
+            client_args={"follow_redirects": False},
+            async_client_args={"follow_redirects": False},
+        )
         if settings.gemini_base_url:
             options.base_url = settings.gemini_base_url
-        self._client = genai.Client(api_key=settings.google_api_key.reveal(), http_options=options)
+        self._client = genai.Client(api_key=self._key, http_options=options)
         self._calls = 0
 
     @property
@@ -99,38 +114,46 @@ class GeminiEmbedder:
         )
         self._calls += 1
         try:
-            response = await self._client.aio.models.embed_content(
-                model=self._model,
-                contents=texts,
-                config=config,
-            )
+            async with asyncio.timeout(self._deadline):
+                response = await self._client.aio.models.embed_content(
+                    model=self._model,
+                    contents=texts,
+                    config=config,
+                )
         except genai_errors.APIError as exc:
-            raise classify_api_error(exc) from None
-        except TimeoutError as exc:
-            raise TransientEmbeddingError(f"timed out: {type(exc).__name__}") from None
+            raise self._scrubbed(classify_api_error(exc)) from None
+        except TimeoutError:
+            raise TransientEmbeddingError(
+                f"no complete answer within {self._deadline:g}s (EMBEDDING_REQUEST_TIMEOUT)"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TransientEmbeddingError(f"malformed answer: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise self._scrubbed(
+                TransientEmbeddingError(f"malformed answer: {type(exc).__name__}: {_first_line(exc)}", outage=False)
+            ) from None
         except Exception as exc:
             kind = _transport_failure(exc)
             if kind is None:
                 raise
-            raise TransientEmbeddingError(f"{kind}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise self._scrubbed(TransientEmbeddingError(f"{kind}: {type(exc).__name__}: {_first_line(exc)}")) from None
         embeddings = response.embeddings or []
         return self._checked([list(e.values or []) for e in embeddings], len(texts))
+
+    def _scrubbed(self, error: EmbeddingError) -> EmbeddingError:
+        """The same error with the API key cut out of its text (error bodies may quote it)."""
+        if self._key and self._key in str(error):
+            error.args = (scrub(str(error), [self._key]),)
+        return error
 
     def _checked(self, rows: list[list[float]], expected: int) -> Vectors:
         """Refuse an answer that doesn't fit the request; nothing wrong may reach the database."""
         if len(rows) != expected:
-            raise TransientEmbeddingError(f"answer had {len(rows)} vectors for {expected} texts")
+            raise TransientEmbeddingError(f"answer had {len(rows)} vectors for {expected} texts", outage=False)
         for row in rows:
             if len(row) != self._dimensions:
                 raise TransientEmbeddingError(
-                    f"answer had a vector of {len(row)} dimensions; {self._dimensions} were asked for"
+                    f"answer had a vector of {len(row)} dimensions; {self._dimensions} were asked for", outage=False
                 )
-        vectors = np.asarray(rows, dtype=np.float32)
-        if not np.isfinite(vectors).all():
-            raise TransientEmbeddingError("answer held NaN or infinite values")
-        return l2_normalize(vectors)
+        return checked_vectors(np.asarray(rows, dtype=np.float64))
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):  # closing is best effort
@@ -145,7 +168,15 @@ def classify_api_error(exc: genai_errors.APIError) -> EmbeddingError:
     summary = f"{code} {status}: {message}".strip()
     if code == 429:
         kind, limit = quota_violation(exc.details)
-        return RateLimitedError(summary, retry_delay_from(exc.details), kind, limit)
+        return RateLimitedError(
+            summary, retry_delay_from(exc.details), kind, limit, per_day=is_per_day_quota(exc.details)
+        )
+    if 300 <= code < 400:
+        location = _header(exc, "location") or "elsewhere"
+        return ProviderConfigError(
+            f"{code}: the API answered with a redirect to {location}; it was not followed, so the API key was "
+            "not sent there. Check GOOGLE_GEMINI_BASE_URL"
+        )
     if code in (408, 500, 502, 503, 504) or code >= 500:
         return TransientEmbeddingError(summary, refused=code in (500, 502, 503))
     if code in (401, 403, 404):
@@ -157,18 +188,33 @@ def classify_api_error(exc: genai_errors.APIError) -> EmbeddingError:
 
 
 def retry_delay_from(details: Any) -> float | None:
-    """The server's requested wait: RetryInfo.retryDelay ("34s"), else "Please retry in 1.5s" in the text."""
+    """The server's requested wait: RetryInfo.retryDelay ("34s"), else "Please retry in 1.5s" in the text.
+    None when it gave none, or one that can't be a wait (0s, negative, garbage): the caller backs off."""
     error = details.get("error", details) if isinstance(details, dict) else {}
     for item in error.get("details", []) if isinstance(error, dict) else []:
         if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
             match = _DURATION.match(str(item.get("retryDelay", "")))
             if match:
-                return float(match.group(1))
+                value = float(match.group(1))
+                return value if value > 0 else None
     match = _RETRY_IN.search(str(error.get("message", ""))) if isinstance(error, dict) else None
     if match:
         value = float(match.group(1))
-        return value / 1000 if match.group(2).lower() == "ms" else value
+        value = value / 1000 if match.group(2).lower() == "ms" else value
+        return value if value > 0 else None
     return None
+
+
+def is_per_day_quota(details: Any) -> bool:
+    """Whether a 429 names a per-day quota (QuotaFailure quotaId '...PerDay...'). Google sends a RetryInfo
+    of seconds with it too, but the quota only comes back the next day (midnight Pacific)."""
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    for item in error.get("details", []) if isinstance(error, dict) else []:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            for violation in item.get("violations", []) or []:
+                if isinstance(violation, dict) and "perday" in str(violation.get("quotaId", "")).lower():
+                    return True
+    return False
 
 
 def quota_violation(details: Any) -> tuple[str | None, int | None]:
@@ -199,6 +245,16 @@ def _api_message(exc: genai_errors.APIError) -> str:
         message = exc.details.get("error", {}).get("message")
     text = str(message or "").strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def _header(exc: genai_errors.APIError, name: str) -> str | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    try:
+        value = headers.get(name) if headers is not None else None
+    except Exception:  # a replay response or another stack without headers
+        return None
+    return str(value) if value else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from modules.embedders.base import EmbedRequest, Vectors, l2_normalize
+from modules.embedders.base import EmbedRequest, Vectors, checked_vectors, l2_normalize
 from modules.errors import ProviderConfigError
 from modules.text import estimate_tokens
 
@@ -83,8 +83,9 @@ class LocalEmbedder:
         if not texts:
             return np.zeros((0, self._dimensions), dtype=np.float32)
         with _lock:  # the tokenizer is not documented as thread-safe
-            native = np.asarray(self._model.embed(texts, norm=True), dtype=np.float32)
-        return fit_dimensions(native, self._dimensions)
+            native = np.asarray(self._model.embed(texts, norm=False), dtype=np.float64)
+        # A text with no known token gives a zero vector: refused (recorded failed), never stored.
+        return fit_dimensions(checked_vectors(native), self._dimensions)
 
     async def aclose(self) -> None:
         return None

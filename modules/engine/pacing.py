@@ -267,15 +267,19 @@ class Pacer:
         else:
             self._withdraw(ticket)
 
-    def rate_limited(self, pause_seconds: float, hit: QuotaHit, ticket: Ticket) -> None:
-        """A 429: every sender waits `pause_seconds` from now, and the quota it names is learned so
-        that later calls stay under it. Without details, fewer batches go at once instead."""
+    def pause(self, seconds: float) -> None:
+        """Every sender waits `seconds` from now (after a 429: the time the server asked, or a backoff)."""
+        until = time.monotonic() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self.stats.pauses += 1
+
+    def rate_limited(self, ticket: Ticket, hit: QuotaHit) -> None:
+        """A 429: the quota it names is learned so that later calls stay under it. Without details,
+        fewer batches go at once instead. (The pause itself comes from the retry policy: `pause`.)"""
         self._withdraw(ticket)  # a refused call costs no quota
         now = time.monotonic()
         self._last_429 = now
-        if now + pause_seconds > self._paused_until:
-            self._paused_until = now + pause_seconds
-            self.stats.pauses += 1
         if hit.kind is None or not hit.limit:
             self.limiter.shrink()
             return

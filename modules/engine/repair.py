@@ -33,6 +33,7 @@ class RepairTotals:
     expired_leases: int = 0
     wrong_model: int = 0
     wrong_dimension: int = 0
+    degenerate: int = 0
     failed: int = 0
     to_reset: int = 0
 
@@ -43,6 +44,7 @@ class RepairTotals:
             expired_leases=sum(r.expired_leases for r in rows),
             wrong_model=sum(r.wrong_model for r in rows),
             wrong_dimension=sum(r.wrong_dimension for r in rows),
+            degenerate=sum(r.degenerate for r in rows),
             failed=sum(r.failed for r in rows),
             to_reset=sum(r.to_reset for r in rows),
         )
@@ -62,6 +64,7 @@ class RepairPlan:
     doc_id: str | None
     limit: int | None
     rows: list[RepairRow]
+    dead_owners: tuple[str, ...] = ()  # workers on this host whose process is gone
 
     @property
     def totals(self) -> RepairTotals:
@@ -105,8 +108,9 @@ async def plan_repair(
         raise UnknownDocumentError(doc_id)
     model_id = generator.embedder.model_id
     dimensions = generator.embedder.dimensions
-    rows = await store.repair_report(model_id, dimensions, doc_id)
-    return RepairPlan(model_id, dimensions, doc_id, limit, rows)
+    dead = await generator.dead_owners()
+    rows = await store.repair_report(model_id, dimensions, doc_id, dead)
+    return RepairPlan(model_id, dimensions, doc_id, limit, rows, dead)
 
 
 async def repair(
@@ -124,26 +128,35 @@ async def repair(
     store = generator.store
     if dry_run:
         log.info("🧪 ドライラン: データベースは変更せず、埋め込みAPIも呼び出しません")
-        return RepairOutcome(plan, True, None, None, await store.status(doc_id))
+        return RepairOutcome(plan, True, None, None, await _status(generator, doc_id))
 
-    applied = await store.repair_apply(plan.model_id, plan.dimensions, doc_id, limit)
+    applied = await store.repair_apply(plan.model_id, plan.dimensions, doc_id, limit, plan.dead_owners)
     if applied.released_leases:
-        log.info("🔓 期限切れリースを解放しました: %d件", applied.released_leases)
+        log.info("🔓 期限切れ・停止したワーカーのリースを解放しました: %d件", applied.released_leases)
     if applied.reset:
         log.info(
-            "♻️ 再埋め込みのためにベクトルをリセットしました: %d件 (モデル違い %d, 次元違い %d)",
+            "♻️ 再埋め込みのためにベクトルをリセットしました: %d件 (モデル違い %d, 次元違い %d, 異常なベクトル %d)",
             applied.reset,
             applied.wrong_model,
             applied.wrong_dimension,
+            applied.degenerate,
         )
     if applied.reset < plan.totals.to_reset:
         log.warning("⚠️ --limit のため %d件のリセットは次回に持ち越します", max(0, plan.totals.to_reset - applied.reset))
+    # The run may meet vectors of another model still waiting for their reset (a --limit repair): that
+    # is the repair's own work in progress, not a mix-up.
     if progress is not None:
         async with progress(generator):
-            stats = await generator.run(doc_id=doc_id, limit=limit)
+            stats = await generator.run(doc_id=doc_id, limit=limit, allow_model_mix=True)
     else:
-        stats = await generator.run(doc_id=doc_id, limit=limit)
-    return RepairOutcome(plan, False, applied, stats, await store.status(doc_id))
+        stats = await generator.run(doc_id=doc_id, limit=limit, allow_model_mix=True)
+    return RepairOutcome(plan, False, applied, stats, await _status(generator, doc_id))
+
+
+async def _status(generator: BatchEmbeddingGenerator, doc_id: str | None) -> QueueStatus:
+    return await generator.store.status(
+        doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+    )
 
 
 def log_plan(plan: RepairPlan) -> None:
@@ -151,13 +164,15 @@ def log_plan(plan: RepairPlan) -> None:
     scope = f"ドキュメント {plan.doc_id}" if plan.doc_id else "全ドキュメント"
     log.info("🔧 埋め込み修復: %s (モデル: %s, 次元: %d)", scope, plan.model_id, plan.dimensions)
     log.info(
-        "📊 修復対象: %dドキュメント | 未埋め込み %d (うち失敗 %d) | 期限切れリース %d | モデル違い %d | 次元違い %d",
+        "📊 修復対象: %dドキュメント | 未埋め込み %d (うち失敗 %d) | 期限切れリース %d | モデル違い %d | 次元違い %d"
+        " | 異常なベクトル %d",
         len(plan.rows),
         t.missing,
         t.failed,
         t.expired_leases,
         t.wrong_model,
         t.wrong_dimension,
+        t.degenerate,
     )
     if t.failed:
         log.info(

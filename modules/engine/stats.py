@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from modules.logs import get_logger
 
 log = get_logger(__name__)
+
+
+Outcome = Literal["ok", "failed", "api_unavailable", "stopped"]
+RETRY_COMMAND = "python batch_embedding_processor.py --retry-only"
 
 
 @dataclass
@@ -18,7 +23,7 @@ class RunStats:
     total: int = 0  # chunks selected for this run (known at start; grows if more arrive)
     embedded: int = 0
     failed: int = 0
-    skipped: int = 0  # written by someone else or changed while in flight
+    skipped: int = 0  # no longer ours to write (another worker took the lease)
     retries: int = 0
     api_calls: int = 0
     tokens_sent: int = 0
@@ -26,9 +31,15 @@ class RunStats:
     cache_hits: int = 0  # chunks whose vector came from the cache: no API call
     batches: int = 0
     splits: int = 0
+    deferred: int = 0  # batches given back untouched because the API was failing
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
-    aborted: str | None = None
+    aborted: str | None = None  # why the run stopped early, if it did
+    api_unavailable: str | None = None  # when the API could not be used: when to try again
+    limited: bool = False  # --limit: chunks beyond it are left pending on purpose
+    retry_only: bool = False  # --retry-only: pending chunks are not this run's to touch
+    scope_failed: int = 0  # at the end: chunks recorded failed in the run's scope (earlier runs' too)
+    scope_pending: int = 0  # at the end: chunks still pending in the run's scope
 
     @property
     def elapsed(self) -> float:
@@ -39,8 +50,15 @@ class RunStats:
         return self.embedded + self.failed + self.skipped
 
     @property
+    def earlier_failures(self) -> int:
+        """Failures in scope that this run did not record (a plain run does not retry them)."""
+        return max(0, self.scope_failed - self.failed)
+
+    @property
     def success_rate(self) -> float:
-        done = self.embedded + self.failed
+        """Embedded by this run, against everything in scope that is not embedded because it failed:
+        never 100% while failures remain in scope."""
+        done = self.embedded + max(self.failed, self.scope_failed)
         return 100.0 * self.embedded / done if done else 100.0
 
     @property
@@ -48,14 +66,29 @@ class RunStats:
         return self.embedded / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
+    def outcome(self) -> Outcome:
+        if self.api_unavailable is not None:
+            return "api_unavailable"
+        if self.aborted is not None:
+            return "stopped"
+        if self.failed or self.scope_failed:
+            return "failed"
+        if self.scope_pending and not (self.limited or self.retry_only):
+            return "failed"
+        return "ok"
+
+    @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.aborted is None
+        """Nothing in the run's scope is failed, or pending that the run was to embed."""
+        return self.outcome == "ok"
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data.pop("started")
         data.pop("finished")
         data.update(
+            outcome=self.outcome,
+            earlier_failures=self.earlier_failures,
             elapsed_seconds=round(self.elapsed, 3),
             success_rate=round(self.success_rate, 2),
             chunks_per_second=round(self.chunks_per_second, 2),
@@ -63,18 +96,39 @@ class RunStats:
         return data
 
 
+_HEADLINES: dict[Outcome, str] = {
+    "ok": "🎉 バッチエンベディング生成完了 - 最終統計",
+    "failed": "⚠️ バッチエンベディング生成終了 (失敗または未処理が残っています) - 最終統計",
+    "api_unavailable": "🛑 バッチエンベディング生成中断 (埋め込みAPIを利用できません) - 最終統計",
+    "stopped": "🛑 バッチエンベディング生成中断 - 最終統計",
+}
+
+
 def log_final_statistics(stats: RunStats) -> None:
-    log.info("🎉 バッチエンベディング生成完了 - 最終統計")
+    outcome = stats.outcome
+    (log.info if outcome == "ok" else log.warning)(_HEADLINES[outcome])
     log.info("📊 総チャンク数: %d", stats.total)
     log.info("✅ 成功: %d", stats.embedded)
     log.info("❌ 失敗: %d", stats.failed)
     if stats.skipped:
-        log.info("⏭️ スキップ (他で処理済み・内容変更): %d", stats.skipped)
+        log.info("⏭️ スキップ (他のワーカーが処理): %d", stats.skipped)
     log.info("🔁 リトライ: %d回 (レート制限 429: %d回)", stats.retries, stats.rate_limited)
     log.info("📈 成功率: %.1f%%", stats.success_rate)
     log.info("⏱️ 処理時間: %.1f秒 | ⚡ 処理速度: %.1f チャンク/秒", stats.elapsed, stats.chunks_per_second)
     log.info("🌐 API呼び出し: %d回 | 送信トークン (推定): %d", stats.api_calls, stats.tokens_sent)
     if stats.cache_hits:
         log.info("♻️ キャッシュ再利用: %dチャンク (APIを呼ばずに完了)", stats.cache_hits)
-    if stats.aborted:
+    if stats.earlier_failures:
+        log.warning(
+            "💡 以前の実行で失敗したチャンクが %d件残っています。再処理: %s", stats.earlier_failures, RETRY_COMMAND
+        )
+    elif stats.failed:
+        log.warning("💡 失敗したチャンク %d件の再処理: %s", stats.failed, RETRY_COMMAND)
+    if stats.scope_pending and not (stats.limited or stats.retry_only) and stats.outcome != "api_unavailable":
+        log.warning("⏳ 未処理のまま残ったチャンク: %d件", stats.scope_pending)
+    if stats.api_unavailable is not None:
+        log.error("🛑 埋め込みAPIを利用できないため中断しました: %s", stats.aborted)
+        log.error("↩️ 処理中だったチャンクは未処理に戻しました (失敗としては記録していません)")
+        log.error("⏰ 再実行の目安: %s", stats.api_unavailable)
+    elif stats.aborted:
         log.error("🛑 処理を中断しました: %s", stats.aborted)

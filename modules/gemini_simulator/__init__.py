@@ -1,5 +1,6 @@
 """A wire-compatible simulator of Google's Gemini embedding REST API (embedContent and
-batchEmbedContents), with quotas, Google's real error bodies and injectable faults.
+batchEmbedContents), with quotas, Google's real error bodies and injectable faults, and of the Batch
+API for embeddings (asyncBatchEmbedContent, batches.*) with the Files API it reads and writes.
 
 Vectors are a pure function of the model and the text (`model_embedding`; for gemini-embedding-001
 exactly `simulated_embedding(text, dims)`), so tests can check exactly what was stored. Run it
@@ -46,10 +47,48 @@ Config fields (SimulatorConfig; the same names on the command line as --kebab-ca
                         API key came along: redirected_calls, redirected_with_key)
   echo_key_rate         a 400 INVALID_ARGUMENT whose message quotes the caller's API key
   latency_base_ms, latency_per_text_ms   delay of every answer
+  Batch API (jobs take compressed time; durations are read live, at each step of a job):
+  batch_pending_seconds   how long a new job stays BATCH_STATE_PENDING (default 1)
+  batch_running_seconds   then how long it stays BATCH_STATE_RUNNING before it ends (default 2)
+  batch_expire_seconds    a job still pending or running this long after creation becomes
+                          BATCH_STATE_EXPIRED, without results (default 172800, Google's 48 hours)
+  batch_fail_rate         share of new jobs that end BATCH_STATE_FAILED (Operation error code 13)
+  batch_expire_rate       share of new jobs that never finish, so they expire
+  batch_item_error_rate   share of items answered {"error": {"code": 13, ...}} instead of a vector
+  batch_inline_limit_bytes  largest create body (default 20971520, Google's 20 MB inline limit;
+                          over it: 400 "Request payload size exceeds the limit: N bytes.")
+  batch_token_count       whether each result carries "tokenCount" (default true)
+  batch_lost_create_rate  share of creates whose job is created but whose answer is lost (the
+                          connection closes), so a client that retries creates a second job
+  batch_error_rate_503    share of Batch/Files API calls answered 503 UNAVAILABLE, with no effect
+  (the draws come from their own generator seeded from `seed`; online fault sequences are unchanged)
 
 Stats (`sim.stats`, `GET /_sim/stats`) add to the earlier keys: rate_limits_by_kind
 (minute_requests / minute_tokens / day_requests), calls_by_model, texts_embedded_by_model and the
 redirect records.
+
+Batch API (batch_api.py lists the routes; /v1 and /v1beta alike). A create answers a long-running
+Operation `{"name": "batches/<id>", "metadata": {"@type": ...EmbedContentBatch, "model",
+"displayName", "createTime", "updateTime", "batchStats", "state": "BATCH_STATE_PENDING", "name"}}`;
+`batches.get` answers the same Operation as the job moves on (`done`, then `response` or `error`).
+Each create makes a new job (not idempotent, as Google documents). Inline results come back in input
+order under `metadata.output.inlinedResponses.inlinedResponses[]` (and the Operation's `response`),
+each `{"response": {"embedding": {"values"}, "tokenCount"}}` or `{"error": {"code", "message"}}`,
+with the request's `metadata` if it had one; a file job (a JSONL of `{"key", "request"}` lines
+uploaded with the Files API) writes `files/batch-<id>`, one `{"key", "response" | "error"}` line per
+input line, downloadable with `client.files.download`. Vectors are `model_embedding(model, text,
+dims)`, as online, one per request (no fusion in a batch, gemini-embedding-2 included). The API key
+is checked as online. Jobs and files live in memory as long as the simulator (a client that dies and
+comes back finds its job by name) until deleted or `reset()`, which forgets them too.
+
+Batch stats: batch_jobs_created, batch_jobs_by_display_name (double submissions show as counts > 1),
+batch_items_per_job, batch_jobs_by_state (current state of the stored jobs), batch_jobs_deleted,
+batch_texts_embedded, batch_items_failed, batch_embeds_per_text, batch_texts_embedded_by_model,
+batch_tokens, files_uploaded, file_bytes_uploaded, files_downloaded, and tokens_by_path
+({"online", "batch"}, for cost checks: batch tokens are billed at half price). Batch embeds are
+counted apart: `embeds_per_text`, `texts_embedded` and `tokens_counted` stay online-only, the batch_*
+twins count the items of a job when it succeeds (billed then, whether or not anyone fetches the
+results); a text embedded both ways shows in both.
 """
 
 from .config import SimulatorConfig

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modules.gemini_simulator",
         description="A local, wire-compatible simulator of the Gemini embedding REST API "
-        "(gemini-embedding-001 and gemini-embedding-2: embedContent, batchEmbedContents).",
+        "(gemini-embedding-001 and gemini-embedding-2: embedContent, batchEmbedContents; the Batch API's "
+        "asyncBatchEmbedContent and batches.*, with the Files API).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

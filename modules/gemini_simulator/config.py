@@ -102,6 +102,23 @@ def _choice(*choices: str) -> Parser:
     return parse
 
 
+def _as_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _byte_limit(value: object) -> int:
+    number = _as_int(value)
+    if number < 1:
+        raise ValueError(f"expected a number of bytes >= 1, got {number}")
+    return number
+
+
 def _redirect_status(value: object) -> int:
     number = _as_int(value)
     if number not in (301, 302, 303, 307, 308):
@@ -308,6 +325,55 @@ class SimulatorConfig:
     )
     latency_per_text_ms: float = field(
         default=0.0, metadata=_spec(_non_negative, "extra delay per text in the call, in ms", "MS")
+    )
+
+    # --- Batch API (asyncBatchEmbedContent, batches/*, files/*): compressed time and outcomes
+    batch_pending_seconds: float = field(
+        default=1.0,
+        metadata=_spec(_non_negative, "how long a new batch job stays BATCH_STATE_PENDING, in seconds", "S"),
+    )
+    batch_running_seconds: float = field(
+        default=2.0,
+        metadata=_spec(
+            _non_negative, "how long a batch job then stays BATCH_STATE_RUNNING before it ends, in seconds", "S"
+        ),
+    )
+    batch_expire_seconds: float = field(
+        default=172800.0,
+        metadata=_spec(
+            _positive,
+            "a batch job still pending or running this long after its creation becomes BATCH_STATE_EXPIRED, "
+            "without results (Google: 48 hours)",
+            "S",
+        ),
+    )
+    batch_fail_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of new batch jobs that end BATCH_STATE_FAILED (a whole-job error)", "P"),
+    )
+    batch_expire_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of new batch jobs that never finish and expire after --batch-expire-seconds", "P"),
+    )
+    batch_item_error_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of items in a batch job answered with an error instead of an embedding", "P"),
+    )
+    batch_inline_limit_bytes: int = field(
+        default=20 * 1024 * 1024,
+        metadata=_spec(_byte_limit, "largest asyncBatchEmbedContent request body accepted (Google: 20 MB inline)", "B"),
+    )
+    batch_token_count: bool = field(
+        default=True,
+        metadata=_spec(_as_bool, "whether each batch result carries its tokenCount (true/false)", "BOOL"),
+    )
+    batch_lost_create_rate: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of batch creations that create the job but close the connection unanswered", "P"),
+    )
+    batch_error_rate_503: float = field(
+        default=0.0,
+        metadata=_spec(_rate, "share of Batch and Files API calls answered 503 UNAVAILABLE, with no effect", "P"),
     )
 
     def update(self, patch: Mapping[str, object]) -> dict[str, Any]:

@@ -126,3 +126,15 @@ def key_echoed(key: str) -> ApiError:
         f"Invalid API key: {key}",
         details=[{"@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": f"Invalid API key: {key}"}],
     )
+
+
+def file_not_found(file_id: str) -> ApiError:
+    """What the Files API answers for a file that does not exist or is not the caller's (a 403, not
+    a 404: github.com/googleapis/python-genai/issues/1218, google-gemini/deprecated-generative-ai-python
+    issues/692)."""
+    return ApiError(403, f"You do not have permission to access the File {file_id} or it may not exist.")
+
+
+def not_found() -> ApiError:
+    """Google's generic NOT_FOUND (the wording for an unknown batch is not documented)."""
+    return ApiError(404, "Requested entity was not found.")

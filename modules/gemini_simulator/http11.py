@@ -22,7 +22,7 @@ _DRIPS_PER_SECOND = 4  # a dripped body is written in this many pieces a second 
 _REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed"}
 _REASONS |= {301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 307: b"Temporary Redirect"}
 _REASONS |= {308: b"Permanent Redirect", 429: b"Too Many Requests", 500: b"Internal Server Error"}
-_REASONS |= {503: b"Service Unavailable"}
+_REASONS |= {409: b"Conflict", 503: b"Service Unavailable"}
 
 
 @dataclass

@@ -11,7 +11,18 @@ from typing import Any
 from .google_errors import ApiError, bad_request, field_violation
 from .models import MAX_BATCH, MODELS, ModelSpec
 
-__all__ = ["MAX_BATCH", "MODELS", "TASK_TYPES", "EmbedItem", "ModelSpec", "parse_batch", "parse_json", "parse_single"]
+__all__ = [
+    "MAX_BATCH",
+    "MODELS",
+    "TASK_TYPES",
+    "EmbedItem",
+    "ModelSpec",
+    "object_fields",
+    "parse_batch",
+    "parse_json",
+    "parse_request",
+    "parse_single",
+]
 
 TASK_TYPES = frozenset(
     {
@@ -78,6 +89,12 @@ def _fields(obj: Any, path: str, spec: Mapping[str, tuple[str, ...]], type_name:
         if value is not None:
             out[proto] = value
     return out
+
+
+def object_fields(obj: Any, path: str, spec: Mapping[str, tuple[str, ...]], type_name: str) -> dict[str, Any]:
+    """A JSON object's fields keyed by proto name (`spec`: proto name -> accepted JSON names);
+    unknown names and non-objects are answered 400 the way Google's parser answers them."""
+    return _fields(obj, path, spec, type_name)
 
 
 def parse_json(body: bytes) -> Any:
@@ -223,3 +240,12 @@ def parse_batch(data: Any, model: ModelSpec, version: str) -> list[EmbedItem]:
 def parse_single(data: Any, model: ModelSpec, version: str) -> EmbedItem:
     """Validate an embedContent body (already JSON-decoded)."""
     return _item(data, "", "EmbedContentRequest", model, version, None)
+
+
+def parse_request(
+    raw: Any, path: str, context: str, model: ModelSpec, version: str, batch_model: str | None = None
+) -> EmbedItem:
+    """Validate one EmbedContentRequest found at `path` (a JSON path, for field violations) and
+    `context` (the proto path Google's messages name); `batch_model`, when given, is the model every
+    request's own `model` field must name."""
+    return _item(raw, path, context, model, version, batch_model)

@@ -9,6 +9,9 @@ the key) -> quota charged -> hang / latency / slow answer -> vectors -> injected
 The second listener is "another origin" (same host, another port): redirects point there by
 default, and it answers only `/redirected/...`, recording what arrived, so a test can see whether a
 client followed a redirect to a foreign origin and took its API key along.
+
+Batch and Files API paths go to `batch_api` (their jobs and files live in `self.batches`, which a
+background task moves on in time every `BATCH_SWEEP_SECONDS`, besides every call that looks at a job).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import numpy.typing as npt
 
 from . import google_errors
 from .auth import api_key
+from .batch_api import BatchApi
+from .batch_service import BatchService
 from .config import SimulatorConfig
 from .corruptions import corrupt_vectors, truncate_body
 from .faults import Fault, FaultInjector, FaultPlan
@@ -51,6 +56,7 @@ logger = logging.getLogger(__name__)
 BATCH = "batchEmbedContents"
 SINGLE = "embedContent"
 MAX_BODY_BYTES = 64 * 1024 * 1024
+BATCH_SWEEP_SECONDS = 0.05  # how often batch jobs are moved on when nobody asks about them
 _EMBED_PATH = re.compile(
     r"^/(?P<version>v1|v1beta)/models/(?P<model>[^/:]+):(?P<method>batchEmbedContents|embedContent)$"
 )
@@ -70,6 +76,7 @@ class GeminiSimulator:
     ...     client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.base_url))
 
     `config` and `stats` are live: change `sim.config` fields at any time; `stats` counts on.
+    `batches` holds the Batch API's jobs (`batches.jobs`) and files (`batches.files`).
     """
 
     def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -83,6 +90,9 @@ class GeminiSimulator:
         self._other: asyncio.Server | None = None
         self._other_port = 0
         self._connections: set[asyncio.Task[Any]] = set()
+        self.batches = BatchService(lambda: self.config, self.stats)
+        self._batch_api = BatchApi(self.batches, lambda: self.config, self.stats, lambda: self.base_url)
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _url(self, port: int) -> str:
@@ -108,12 +118,27 @@ class GeminiSimulator:
         other = functools.partial(self._on_connection, other_origin=True)
         self._other = await asyncio.start_server(other, self.host, 0)
         self._other_port = int(self._other.sockets[0].getsockname()[1])
+        self._sweeper = asyncio.create_task(self._sweep_batches())
+
+    async def _sweep_batches(self) -> None:
+        """Move batch jobs on in time even when nobody polls them (so the stats stay current)."""
+        while True:
+            await asyncio.sleep(BATCH_SWEEP_SECONDS)
+            try:
+                self.batches.advance_all()
+            except Exception:  # pragma: no cover - a bug here must not stop the sweeping
+                logger.exception("advancing batch jobs failed")
 
     async def stop(self) -> None:
         server, self._server = self._server, None
         other, self._other = self._other, None
         if server is None:
             return
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         server.close()
         if other is not None:
             other.close()
@@ -135,10 +160,13 @@ class GeminiSimulator:
         await self.stop()
 
     def reset(self) -> None:
-        """Clear the stats (in place) and the quota window, and restart the fault sequence."""
-        self.stats.clear()
-        self._quota.reset()
-        self._faults.reseed(self.config.seed)
+        """Clear the stats (in place) and the quota window, restart the fault sequences, and forget
+        every batch job and file."""
+        with self.batches.lock:  # no batch job moves on between the stats and the jobs being cleared
+            self.stats.clear()
+            self._quota.reset()
+            self._faults.reseed(self.config.seed)
+            self.batches.reset()
 
     def quota_usage(self, model: str = "gemini-embedding-001") -> tuple[int, int]:
         """(requests, tokens) currently counted by `model`'s per-minute quota."""
@@ -222,6 +250,9 @@ class GeminiSimulator:
             return self._redirected(request, method, raw_path, query)
         match = _EMBED_PATH.match(path)
         if match is None:
+            batch_reply = self._batch_api.handle(method, path, query, request.headers, body)
+            if batch_reply is not None:
+                return batch_reply
             self.stats.record_call("other")
             return self._error(google_errors.path_not_found(raw_path))
         endpoint = match["method"]

@@ -34,6 +34,22 @@ class SimulatorStats:
     redirected_calls: int = 0
     redirected_with_key: int = 0
     redirected_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Batch API. Batch embeds are kept apart from the online ones: `embeds_per_text`,
+    # `texts_embedded` and `tokens_counted` count online calls only, the batch_* fields count the
+    # items of succeeded batch jobs (when the job succeeds, whether or not anyone fetches the results)
+    batch_jobs_created: int = 0  # every job created (a retried create is a second job)
+    batch_jobs_by_display_name: Counter[str] = field(default_factory=Counter)  # created, by displayName
+    batch_items_per_job: dict[str, int] = field(default_factory=dict)  # job name -> its items
+    batch_jobs_by_state: Counter[str] = field(default_factory=Counter)  # stored jobs by current state
+    batch_jobs_deleted: int = 0
+    batch_texts_embedded: int = 0  # items answered with a vector
+    batch_items_failed: int = 0  # items of succeeded jobs answered with an error
+    batch_embeds_per_text: Counter[str] = field(default_factory=Counter)  # text sha256 -> batch embeds
+    batch_texts_embedded_by_model: Counter[str] = field(default_factory=Counter)
+    batch_tokens: int = 0  # input tokens of the items answered with a vector (billed at the batch price)
+    files_uploaded: int = 0
+    file_bytes_uploaded: int = 0
+    files_downloaded: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -98,6 +114,45 @@ class SimulatorStats:
             self.embeds_per_text.update(text_hashes)
             self.texts_embedded_by_model[model] += len(text_hashes)
 
+    def record_batch_created(self, name: str, display_name: str, items: int, state: str) -> None:
+        with self._lock:
+            self.batch_jobs_created += 1
+            self.batch_jobs_by_display_name[display_name] += 1
+            self.batch_items_per_job[name] = items
+            self.batch_jobs_by_state[state] += 1
+
+    def record_batch_state(self, before: str, after: str) -> None:
+        with self._lock:
+            self._uncount_state(before)
+            self.batch_jobs_by_state[after] += 1
+
+    def _uncount_state(self, state: str) -> None:
+        self.batch_jobs_by_state[state] -= 1
+        if self.batch_jobs_by_state[state] <= 0:
+            del self.batch_jobs_by_state[state]
+
+    def record_batch_deleted(self, state: str) -> None:
+        with self._lock:
+            self.batch_jobs_deleted += 1
+            self._uncount_state(state)
+
+    def record_batch_results(self, model: str, text_hashes: list[str], tokens: int, failed: int) -> None:
+        with self._lock:
+            self.batch_texts_embedded += len(text_hashes)
+            self.batch_embeds_per_text.update(text_hashes)
+            self.batch_texts_embedded_by_model[model] += len(text_hashes)
+            self.batch_tokens += tokens
+            self.batch_items_failed += failed
+
+    def record_upload(self, size: int) -> None:
+        with self._lock:
+            self.files_uploaded += 1
+            self.file_bytes_uploaded += size
+
+    def record_download(self) -> None:
+        with self._lock:
+            self.files_downloaded += 1
+
     def clear(self) -> None:
         """Zero everything in place (references to this object stay valid)."""
         with self._lock:
@@ -116,6 +171,19 @@ class SimulatorStats:
             self.redirected_calls = 0
             self.redirected_with_key = 0
             self.redirected_requests.clear()
+            self.batch_jobs_created = 0
+            self.batch_jobs_by_display_name.clear()
+            self.batch_items_per_job.clear()
+            self.batch_jobs_by_state.clear()
+            self.batch_jobs_deleted = 0
+            self.batch_texts_embedded = 0
+            self.batch_items_failed = 0
+            self.batch_embeds_per_text.clear()
+            self.batch_texts_embedded_by_model.clear()
+            self.batch_tokens = 0
+            self.files_uploaded = 0
+            self.file_bytes_uploaded = 0
+            self.files_downloaded = 0
 
     def snapshot(self) -> SimulatorStats:
         with self._lock:
@@ -135,6 +203,19 @@ class SimulatorStats:
                 redirected_calls=self.redirected_calls,
                 redirected_with_key=self.redirected_with_key,
                 redirected_requests=[dict(r) for r in self.redirected_requests],
+                batch_jobs_created=self.batch_jobs_created,
+                batch_jobs_by_display_name=Counter(self.batch_jobs_by_display_name),
+                batch_items_per_job=dict(self.batch_items_per_job),
+                batch_jobs_by_state=Counter(self.batch_jobs_by_state),
+                batch_jobs_deleted=self.batch_jobs_deleted,
+                batch_texts_embedded=self.batch_texts_embedded,
+                batch_items_failed=self.batch_items_failed,
+                batch_embeds_per_text=Counter(self.batch_embeds_per_text),
+                batch_texts_embedded_by_model=Counter(self.batch_texts_embedded_by_model),
+                batch_tokens=self.batch_tokens,
+                files_uploaded=self.files_uploaded,
+                file_bytes_uploaded=self.file_bytes_uploaded,
+                files_downloaded=self.files_downloaded,
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,4 +242,18 @@ class SimulatorStats:
             "redirected_calls": copy.redirected_calls,
             "redirected_with_key": copy.redirected_with_key,
             "redirected_requests": copy.redirected_requests,
+            "batch_jobs_created": copy.batch_jobs_created,
+            "batch_jobs_by_display_name": dict(copy.batch_jobs_by_display_name),
+            "batch_items_per_job": copy.batch_items_per_job,
+            "batch_jobs_by_state": dict(copy.batch_jobs_by_state),
+            "batch_jobs_deleted": copy.batch_jobs_deleted,
+            "batch_texts_embedded": copy.batch_texts_embedded,
+            "batch_items_failed": copy.batch_items_failed,
+            "batch_embeds_per_text": dict(copy.batch_embeds_per_text),
+            "batch_texts_embedded_by_model": dict(copy.batch_texts_embedded_by_model),
+            "batch_tokens": copy.batch_tokens,
+            "tokens_by_path": {"online": copy.tokens_counted, "batch": copy.batch_tokens},
+            "files_uploaded": copy.files_uploaded,
+            "file_bytes_uploaded": copy.file_bytes_uploaded,
+            "files_downloaded": copy.files_downloaded,
         }

@@ -46,6 +46,7 @@ async def open_store(
     try:
         info = await store.prepare()
         check_dimensions(settings, info)
+        check_queue_columns(settings, await store.queue_columns())
     except BaseException:
         await store.aclose()
         raise
@@ -61,4 +62,42 @@ def check_dimensions(settings: Settings, info: ColumnInfo) -> None:
         )
 
 
-__all__ = ["ChunkStore", "ColumnInfo", "check_dimensions", "open_store", "store_kind"]
+# The queue's own columns and the types its functions need. A column that exists with another type (say
+# varchar(10) for the error) would make every write fail mid-batch: refuse it at start, with the fix.
+QUEUE_COLUMNS = {
+    "embedding_attempts": "integer",
+    "embedding_error": "text",
+    "embedding_failed_at": "timestamp with time zone",
+    "embedding_model": "text",
+    "content_hash": "text",
+    "embedded_at": "timestamp with time zone",
+    "embedded_by": "text",
+    "embedding_lease_owner": "text",
+    "embedding_lease_expires_at": "timestamp with time zone",
+}
+
+
+def check_queue_columns(settings: Settings, columns: dict[str, str]) -> None:
+    t = settings.tables
+    for name, wanted in QUEUE_COLUMNS.items():
+        actual = columns.get(name)
+        if actual is None:
+            raise SchemaMismatchError(
+                f"the column {t.chunks}.{name} is missing: the queue's migration is not applied to this table"
+            )
+        if actual != wanted:
+            raise SchemaMismatchError(
+                f"the column {t.chunks}.{name} is {actual}, but the embedding queue needs {wanted}. "
+                f"Fix it once with: ALTER TABLE {t.schema}.{t.chunks} ALTER COLUMN {name} TYPE {wanted}"
+            )
+
+
+__all__ = [
+    "QUEUE_COLUMNS",
+    "ChunkStore",
+    "ColumnInfo",
+    "check_dimensions",
+    "check_queue_columns",
+    "open_store",
+    "store_kind",
+]

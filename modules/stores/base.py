@@ -42,9 +42,24 @@ class Completed:
 
 
 @dataclass(frozen=True)
+class CompleteResult:
+    written: int  # vectors stored (the chunk was still ours and unchanged)
+    changed: int  # chunks edited while in flight: released, pending again with their new text
+
+
+@dataclass(frozen=True)
 class Failure:
     chunk_id: str
     error: str
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    """A worker holding leases now (worker names are host:pid:random, see engine/workers.py)."""
+
+    owner: str
+    chunks: int
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class QueueStatus:
     failed: int
     in_progress: int
     stale_leases: int
+    other_model: int = 0  # embedded by another model than the configured one (inside `embedded`)
 
     @property
     def percent_embedded(self) -> float:
@@ -104,8 +120,9 @@ class RepairRow:
     expired_leases: int
     wrong_model: int
     wrong_dimension: int
+    degenerate: int  # vectors of zero, overflowing or underflowing norm
     failed: int
-    to_reset: int  # vectors a repair would clear: wrong model or wrong dimension, counted once
+    to_reset: int  # vectors a repair would clear: wrong model, dimension or norm, counted once
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,8 @@ class RepairResult:
     released_leases: int
     wrong_model: int
     wrong_dimension: int
-    reset: int  # vectors cleared (wrong model or wrong dimension, counted once), now pending again
+    degenerate: int
+    reset: int  # vectors cleared (wrong model, dimension or norm, counted once), now pending again
 
 
 @dataclass
@@ -123,22 +141,31 @@ class ClaimFilter:
     mode: ClaimMode = ClaimMode.PENDING
     doc_id: str | None = None
     failed_before: datetime | None = None  # FAILED mode: only failures older than the run's start
+    dead_owners: tuple[str, ...] = ()  # workers known dead: their leases count as expired
 
 
 class ChunkStore(Protocol):
     async def prepare(self) -> ColumnInfo:
-        """Apply the idempotent migration (where allowed) and describe the vector column."""
+        """Bring the schema to the current version (where allowed) and describe the vector column."""
         ...
 
     async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]: ...
 
-    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> int:
-        """Store vectors, mark done and release, in one transaction; returns how many rows were written."""
+    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> CompleteResult:
+        """Store vectors, mark done and release, in one transaction, for chunks `worker` still holds; a
+        chunk edited since it was claimed is released instead."""
         ...
 
-    async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
-        """Record each chunk's own failure (attempts + 1, reason, time) and release it."""
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
+        """Record each chunk's own failure (attempts + 1, reason, time) and release it; returns how many
+        were recorded (only chunks `worker` still holds)."""
         ...
+
+    async def renew_leases(self, worker: str, chunk_ids: Sequence[str], lease_seconds: int) -> set[str]:
+        """The heartbeat: extend the leases `worker` still holds; returns their ids."""
+        ...
+
+    async def lease_owners(self) -> list[LeaseOwner]: ...
 
     async def cached_vectors(self, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Vectors already made for these cache keys (identical text, model, dimension, task, title)."""
@@ -150,7 +177,12 @@ class ChunkStore(Protocol):
         """Give chunks back untouched (shutdown, quota): no attempt is charged."""
         ...
 
-    async def status(self, doc_id: str | None = None) -> QueueStatus: ...
+    async def status(
+        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+    ) -> QueueStatus:
+        """Exact counts; with `model_id`, also the vectors of another model; leases of `dead_owners`
+        count as stale."""
+        ...
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]: ...
 
@@ -162,14 +194,25 @@ class ChunkStore(Protocol):
 
     async def server_time(self) -> datetime: ...
 
-    async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
-        """Per document: what is missing, leased by a dead worker, or embedded by another model or dimension."""
+    async def queue_columns(self) -> dict[str, str]:
+        """The queue's own columns and their types, as the database has them."""
+        ...
+
+    async def repair_report(
+        self, model_id: str, dimensions: int, doc_id: str | None = None, dead_owners: Sequence[str] = ()
+    ) -> list[RepairRow]:
+        """Per document: what is missing, leased by a dead worker, or embedded wrongly (model, dimension, norm)."""
         ...
 
     async def repair_apply(
-        self, model_id: str, dimensions: int, doc_id: str | None = None, limit: int | None = None
+        self,
+        model_id: str,
+        dimensions: int,
+        doc_id: str | None = None,
+        limit: int | None = None,
+        dead_owners: Sequence[str] = (),
     ) -> RepairResult:
-        """Clear expired leases and reset (at most `limit`) wrong vectors to pending, in one transaction."""
+        """Clear dead leases and reset (at most `limit`) wrong vectors to pending, in one transaction."""
         ...
 
     async def table_access(self) -> list[TableAccess]:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from pgvector.psycopg import register_vector_async
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
@@ -27,10 +27,12 @@ from modules.stores.base import (
     ClaimFilter,
     ColumnInfo,
     Completed,
+    CompleteResult,
     DocumentStatus,
     DocumentSummary,
     ErrorGroup,
     Failure,
+    LeaseOwner,
     QueueStatus,
     RepairResult,
     RepairRow,
@@ -114,7 +116,6 @@ class PostgresStore:
                     info = await _column_info(conn, self._tables)
                     typed = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
                     await upgrade(conn, typed)
-                    await _check_queue_columns(conn, self._tables)
             except psycopg.errors.UndefinedFile as exc:
                 raise StoreError(f"the pgvector extension is not installed on this server: {_short(exc)}") from None
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -166,10 +167,16 @@ class PostgresStore:
         except PoolTimeout as exc:
             raise StoreUnavailableError(f"no PostgreSQL connection available: {_short(exc)}") from None
 
-    async def _fetch(self, name: str, params: dict[str, Any]) -> list[TupleRow]:
+    async def _fetch(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run a named statement (queries.sql); rows are read by column name."""
         async with self._connection() as conn:
-            cursor = await conn.execute(self._queries[name].encode(), params)
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(self._queries[name].encode(), params)
             return await cursor.fetchall()
+
+    async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        rows = await self._fetch(name, params)
+        return rows[0]
 
     # --- queue operations --------------------------------------------------------------------
 
@@ -183,14 +190,20 @@ class PostgresStore:
                 "mode": where.mode.value,
                 "doc_id": where.doc_id,
                 "failed_before": where.failed_before,
+                "dead_owners": list(where.dead_owners),
             },
         )
-        return [Chunk(str(r[0]), str(r[1]), int(r[2]), str(r[3]), r[4], int(r[5])) for r in rows]
+        return [
+            Chunk(
+                str(r["id"]), str(r["doc_id"]), int(r["chunk_index"]), str(r["content"]), r["title"], int(r["attempts"])
+            )
+            for r in rows
+        ]
 
-    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> int:
+    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> CompleteResult:
         if not results:
-            return 0
-        rows = await self._fetch(
+            return CompleteResult(0, 0)
+        row = await self._one(
             "complete",
             {
                 "worker": worker,
@@ -201,103 +214,171 @@ class PostgresStore:
                 "cache_keys": [r.cache_key for r in results],
             },
         )
-        return int(rows[0][0])
+        return CompleteResult(int(row["written"]), int(row["changed"]))
 
     async def cached_vectors(self, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         if not keys:
             return {}
         rows = await self._fetch("cache_lookup", {"keys": list(keys)})
-        return {str(r[0]): np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows}
+        return {str(r["cache_key"]): np.asarray(r["embedding"].to_numpy(), dtype=np.float32) for r in rows}
 
     async def cache_stats(self) -> CacheStats:
-        row = (await self._fetch("cache_stats", {}))[0]
-        return CacheStats(int(row[0]), int(row[1]))
+        row = await self._one("cache_stats", {})
+        return CacheStats(int(row["entries"]), int(row["hits"]))
 
-    async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
-        if failures:
-            await self._fetch(
-                "fail",
-                {
-                    "worker": worker,
-                    "ids": [f.chunk_id for f in failures],
-                    "errors": [f.error for f in failures],
-                },
-            )
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
+        if not failures:
+            return 0
+        row = await self._one(
+            "fail",
+            {"worker": worker, "ids": [f.chunk_id for f in failures], "errors": [f.error for f in failures]},
+        )
+        return int(row["recorded"])
+
+    async def renew_leases(self, worker: str, chunk_ids: Sequence[str], lease_seconds: int) -> set[str]:
+        if not chunk_ids:
+            return set()
+        rows = await self._fetch(
+            "renew_leases", {"worker": worker, "ids": list(chunk_ids), "lease_seconds": lease_seconds}
+        )
+        return {str(r["id"]) for r in rows}
+
+    async def lease_owners(self) -> list[LeaseOwner]:
+        rows = await self._fetch("lease_owners", {})
+        return [LeaseOwner(str(r["owner"]), int(r["chunks"]), r["expires_at"]) for r in rows]
 
     async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
         if chunk_ids:
             await self._fetch("release", {"worker": worker, "ids": list(chunk_ids)})
 
-    async def status(self, doc_id: str | None = None) -> QueueStatus:
-        row = (await self._fetch("status", {"doc_id": doc_id}))[0]
-        return QueueStatus(*(int(v) for v in row))
+    async def status(
+        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+    ) -> QueueStatus:
+        row = await self._one("status", {"doc_id": doc_id, "model": model_id, "dead_owners": list(dead_owners)})
+        return QueueStatus(**{k: int(v) for k, v in row.items()})
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
         rows = await self._fetch("status_by_document", {"limit": limit})
-        return [DocumentStatus(str(r[0]), r[1], *(int(v) for v in r[2:])) for r in rows]
+        return [
+            DocumentStatus(
+                doc_id=str(r["doc_id"]),
+                name=r["name"],
+                **{k: int(r[k]) for k in ("total", "embedded", "pending", "failed", "in_progress")},
+            )
+            for r in rows
+        ]
 
     async def recent_errors(self, limit: int = 10) -> list[ErrorGroup]:
         rows = await self._fetch("recent_errors", {"limit": limit})
-        return [ErrorGroup(str(r[0]), int(r[1]), r[2]) for r in rows]
+        return [ErrorGroup(str(r["error"]), int(r["chunks"]), r["last_seen"]) for r in rows]
 
     async def document_exists(self, doc_id: str) -> bool:
-        return bool((await self._fetch("document_exists", {"doc_id": doc_id}))[0][0])
+        return bool((await self._one("document_exists", {"doc_id": doc_id}))["found"])
 
     async def document_name(self, doc_id: str) -> str | None:
-        value = (await self._fetch("document_name", {"doc_id": doc_id}))[0][0]
+        value = (await self._one("document_name", {"doc_id": doc_id}))["name"]
         return None if value is None else str(value)
 
     async def server_time(self) -> datetime:
-        value = (await self._fetch("server_time", {}))[0][0]
+        value = (await self._one("server_time", {}))["now"]
         assert isinstance(value, datetime)
         return value
 
+    async def queue_columns(self) -> dict[str, str]:
+        return {str(r["name"]): str(r["type"]) for r in await self._fetch("queue_columns", {})}
+
     # --- repair ------------------------------------------------------------------------------
 
-    async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
-        rows = await self._fetch("repair_report", {"model": model_id, "dimensions": dimensions, "doc_id": doc_id})
-        return [RepairRow(str(r[0]), r[1], *(int(v) for v in r[2:])) for r in rows]
+    async def repair_report(
+        self, model_id: str, dimensions: int, doc_id: str | None = None, dead_owners: Sequence[str] = ()
+    ) -> list[RepairRow]:
+        rows = await self._fetch(
+            "repair_report",
+            {"model": model_id, "dimensions": dimensions, "doc_id": doc_id, "dead_owners": list(dead_owners)},
+        )
+        return [
+            RepairRow(
+                doc_id=str(r["doc_id"]),
+                name=r["name"],
+                **{k: int(v) for k, v in r.items() if k not in ("doc_id", "name")},
+            )
+            for r in rows
+        ]
 
     async def repair_apply(
-        self, model_id: str, dimensions: int, doc_id: str | None = None, limit: int | None = None
+        self,
+        model_id: str,
+        dimensions: int,
+        doc_id: str | None = None,
+        limit: int | None = None,
+        dead_owners: Sequence[str] = (),
     ) -> RepairResult:
-        rows = await self._fetch(
-            "repair_apply", {"model": model_id, "dimensions": dimensions, "doc_id": doc_id, "limit": limit}
+        row = await self._one(
+            "repair_apply",
+            {
+                "model": model_id,
+                "dimensions": dimensions,
+                "doc_id": doc_id,
+                "limit": limit,
+                "dead_owners": list(dead_owners),
+            },
         )
-        return RepairResult(*(int(v) for v in rows[0]))
+        return RepairResult(**{k: int(v) for k, v in row.items()})
 
     # --- knowledge side --------------------------------------------------------------------------
 
     async def ingest_document(self, name: str, doc_type: str, chunks: Sequence[str], doc_id: str | None = None) -> str:
-        rows = await self._fetch(
+        row = await self._one(
             "ingest_document", {"name": name, "type": doc_type, "chunks": list(chunks), "doc_id": doc_id}
         )
-        return str(rows[0][0])
+        return str(row["doc_id"])
 
     async def save_document(
         self, name: str, doc_type: str, chunks: Sequence[str], mode: SaveMode = "replace"
     ) -> SavedDocument:
-        rows = await self._fetch(
-            "save_document", {"name": name, "type": doc_type, "chunks": list(chunks), "mode": mode}
-        )
-        r = rows[0]
-        return SavedDocument(None if r[0] is None else str(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        r = await self._one("save_document", {"name": name, "type": doc_type, "chunks": list(chunks), "mode": mode})
+        doc_id = None if r["doc_id"] is None else str(r["doc_id"])
+        return SavedDocument(doc_id, str(r["outcome"]), int(r["kept"]), int(r["added"]), int(r["removed"]))
 
     async def table_access(self) -> list[TableAccess]:
         rows = await self._fetch("table_access", {})
-        return [TableAccess(str(r[0]), str(r[1]), bool(r[2]), bool(r[3]), int(r[4])) for r in rows]
+        return [
+            TableAccess(
+                str(r["table_name"]),
+                str(r["role_name"]),
+                bool(r["can_select"]),
+                bool(r["row_security"]),
+                int(r["policies"]),
+            )
+            for r in rows
+        ]
 
     async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
         rows = await self._fetch("list_documents", {"limit": limit})
-        return [DocumentSummary(str(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+        return [
+            DocumentSummary(
+                str(r["doc_id"]), r["name"], r["type"], int(r["chunks"]), int(r["embedded"]), int(r["failed"])
+            )
+            for r in rows
+        ]
 
     async def delete_document(self, doc_id: str) -> int | None:
-        value = (await self._fetch("delete_document", {"doc_id": doc_id}))[0][0]
+        value = (await self._one("delete_document", {"doc_id": doc_id}))["removed"]
         return None if value is None else int(value)
 
     async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
         rows = await self._fetch("search", {"query": np.asarray(query, dtype=np.float32), "limit": limit})
-        return [SearchHit(str(r[0]), str(r[1]), r[2], int(r[3]), str(r[4]), float(r[5])) for r in rows]
+        return [
+            SearchHit(
+                str(r["chunk_id"]),
+                str(r["doc_id"]),
+                r["name"],
+                int(r["chunk_index"]),
+                str(r["content"]),
+                float(r["distance"]),
+            )
+            for r in rows
+        ]
 
 
 async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:
@@ -327,36 +408,3 @@ def _short(exc: BaseException) -> str:
     """The first line of a driver error, which is the useful part and never holds the password."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# The queue's own columns and the types its functions need. A column that exists with another type (say
-# varchar(10) for the error) would make every write fail mid-batch: refuse it at start, with the fix.
-QUEUE_COLUMNS = {
-    "embedding_attempts": "integer",
-    "embedding_error": "text",
-    "embedding_failed_at": "timestamp with time zone",
-    "embedding_model": "text",
-    "content_hash": "text",
-    "embedded_at": "timestamp with time zone",
-    "embedding_lease_owner": "text",
-    "embedding_lease_expires_at": "timestamp with time zone",
-}
-
-
-async def _check_queue_columns(conn: AConn, tables: TableNames) -> None:
-    cursor = await conn.execute(
-        """
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-        FROM pg_attribute a
-        WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
-          AND a.attname = ANY (%s) AND a.attnum > 0 AND NOT a.attisdropped
-        """,
-        (tables.schema, tables.chunks, list(QUEUE_COLUMNS)),
-    )
-    for name, actual in await cursor.fetchall():
-        wanted = QUEUE_COLUMNS[name]
-        if actual != wanted:
-            raise SchemaMismatchError(
-                f"the column {tables.chunks}.{name} is {actual}, but the embedding queue needs {wanted}. "
-                f"Fix it once with: ALTER TABLE {tables.schema}.{tables.chunks} ALTER COLUMN {name} TYPE {wanted}"
-            )

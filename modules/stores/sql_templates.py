@@ -56,8 +56,8 @@ class SqlContext:
         return {
             "schema": schema,
             "search_path": search_path(t.schema),
-            # Versions 1 to 3 ran their functions with this one; migration 0002 keeps it so that its released
-            # Supabase file renders unchanged, and migration 0004 replaces it on every function.
+            # Versions 1 to 3 ran their functions with this one; migrations 0002 and 0003 keep it so that their
+            # released Supabase files render unchanged, and migration 0004 replaces it on every function.
             "search_path_v1": f"{schema}, extensions, public" if t.schema != "public" else "public, extensions",
             "chunks": f"{schema}.{quote_identifier(t.chunks)}",
             "chunks_regclass": f"{schema}.{quote_identifier(t.chunks)}",

@@ -41,10 +41,12 @@ from modules.stores.base import (
     ClaimFilter,
     ColumnInfo,
     Completed,
+    CompleteResult,
     DocumentStatus,
     DocumentSummary,
     ErrorGroup,
     Failure,
+    LeaseOwner,
     QueueStatus,
     RepairResult,
     RepairRow,
@@ -351,7 +353,7 @@ class SupabaseStore:
         # One call, never paged: each call leases what it returns. A claim whose answer is lost (and so
         # retried) leaves its chunks leased to this worker until the lease expires; none is lost.
         rows = await self._rpc(
-            "embq_claim",
+            "embq_claim_v2",
             {
                 "p_worker": worker,
                 "p_limit": limit,
@@ -359,6 +361,7 @@ class SupabaseStore:
                 "p_mode": where.mode.value,
                 "p_doc_id": where.doc_id,
                 "p_failed_before": where.failed_before.isoformat() if where.failed_before else None,
+                "p_dead_owners": list(where.dead_owners),
             },
         )
         return [
@@ -373,11 +376,11 @@ class SupabaseStore:
             for r in rows
         ]
 
-    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> int:
+    async def complete(self, worker: str, model_id: str, results: Sequence[Completed]) -> CompleteResult:
         if not results:
-            return 0
-        written = await self._rpc(
-            "embq_complete",
+            return CompleteResult(0, 0)
+        rows = await self._rpc(
+            "embq_complete_v2",
             {
                 "p_worker": worker,
                 "p_model": model_id,
@@ -387,7 +390,8 @@ class SupabaseStore:
                 "p_cache_keys": [r.cache_key for r in results],
             },
         )
-        return int(written)
+        row = rows[0] if isinstance(rows, list) else rows
+        return CompleteResult(int(row["written"]), int(row["changed"]))
 
     async def cached_vectors(self, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         if not keys:
@@ -400,28 +404,42 @@ class SupabaseStore:
         row = rows[0] if isinstance(rows, list) else rows
         return CacheStats(int(row["entries"]), int(row["hits"]))
 
-    async def fail(self, worker: str, failures: Sequence[Failure]) -> None:
-        if failures:
-            await self._rpc(
-                "embq_fail",
-                {"p_worker": worker, "p_ids": [f.chunk_id for f in failures], "p_errors": [f.error for f in failures]},
-            )
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
+        if not failures:
+            return 0
+        recorded = await self._rpc(
+            "embq_fail_v2",
+            {"p_worker": worker, "p_ids": [f.chunk_id for f in failures], "p_errors": [f.error for f in failures]},
+        )
+        return int(recorded)
+
+    async def renew_leases(self, worker: str, chunk_ids: Sequence[str], lease_seconds: int) -> set[str]:
+        if not chunk_ids:
+            return set()
+        rows = await self._rpc(
+            "embq_renew_leases", {"p_worker": worker, "p_ids": list(chunk_ids), "p_lease_seconds": lease_seconds}
+        )
+        return {str(r if not isinstance(r, dict) else next(iter(r.values()))) for r in rows or []}
+
+    async def lease_owners(self) -> list[LeaseOwner]:
+        rows = await self._rows("embq_lease_owners", {}, None)
+        return [LeaseOwner(str(r["owner"]), int(r["chunks"]), _timestamp(r["expires_at"])) for r in rows]
+
+    async def queue_columns(self) -> dict[str, str]:
+        rows = await self._rpc("embq_queue_columns", {})
+        return {str(r["name"]): str(r["type"]) for r in rows or []}
 
     async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
         if chunk_ids:
             await self._rpc("embq_release", {"p_worker": worker, "p_ids": list(chunk_ids)})
 
-    async def status(self, doc_id: str | None = None) -> QueueStatus:
-        rows = await self._rpc("embq_status", {"p_doc_id": doc_id})
-        r = rows[0]
-        return QueueStatus(
-            total=int(r["total"]),
-            embedded=int(r["embedded"]),
-            pending=int(r["pending"]),
-            failed=int(r["failed"]),
-            in_progress=int(r["in_progress"]),
-            stale_leases=int(r["stale_leases"]),
+    async def status(
+        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+    ) -> QueueStatus:
+        rows = await self._rpc(
+            "embq_status_v2", {"p_doc_id": doc_id, "p_model": model_id, "p_dead_owners": list(dead_owners)}
         )
+        return QueueStatus(**{k: int(v) for k, v in rows[0].items()})
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
         rows = await self._rows("embq_status_by_document", {"p_limit": limit}, limit)
@@ -457,38 +475,42 @@ class SupabaseStore:
 
     # --- repair ------------------------------------------------------------------------------
 
-    async def repair_report(self, model_id: str, dimensions: int, doc_id: str | None = None) -> list[RepairRow]:
+    async def repair_report(
+        self, model_id: str, dimensions: int, doc_id: str | None = None, dead_owners: Sequence[str] = ()
+    ) -> list[RepairRow]:
         rows = await self._rows(
-            "embq_repair_report", {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id}, None
+            "embq_repair_report_v2",
+            {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id, "p_dead_owners": list(dead_owners)},
+            None,
         )
         return [
             RepairRow(
                 doc_id=str(r["doc_id"]),
                 name=r["name"],
-                missing=int(r["missing"]),
-                expired_leases=int(r["expired_leases"]),
-                wrong_model=int(r["wrong_model"]),
-                wrong_dimension=int(r["wrong_dimension"]),
-                failed=int(r["failed"]),
-                to_reset=int(r["to_reset"]),
+                **{k: int(v) for k, v in r.items() if k not in ("doc_id", "name")},
             )
             for r in rows
         ]
 
     async def repair_apply(
-        self, model_id: str, dimensions: int, doc_id: str | None = None, limit: int | None = None
+        self,
+        model_id: str,
+        dimensions: int,
+        doc_id: str | None = None,
+        limit: int | None = None,
+        dead_owners: Sequence[str] = (),
     ) -> RepairResult:
         rows = await self._rpc(
-            "embq_repair_apply",
-            {"p_model": model_id, "p_dimensions": dimensions, "p_doc_id": doc_id, "p_limit": limit},
+            "embq_repair_apply_v2",
+            {
+                "p_model": model_id,
+                "p_dimensions": dimensions,
+                "p_doc_id": doc_id,
+                "p_limit": limit,
+                "p_dead_owners": list(dead_owners),
+            },
         )
-        r = rows[0]
-        return RepairResult(
-            released_leases=int(r["released_leases"]),
-            wrong_model=int(r["wrong_model"]),
-            wrong_dimension=int(r["wrong_dimension"]),
-            reset=int(r["reset"]),
-        )
+        return RepairResult(**{k: int(v) for k, v in rows[0].items()})
 
     # --- knowledge side (uploads, listing, search) ---------------------------------------------
 

@@ -6,13 +6,15 @@
 SELECT dimensions, id_type, doc_id_type FROM {{schema}}.embq_column_info();
 
 -- name: claim --
--- Lease chunks to a worker.
+-- Lease chunks to a worker (dead workers' leases count as expired).
 SELECT id, doc_id, chunk_index, content, title, attempts
-FROM {{schema}}.embq_claim(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s);
+FROM {{schema}}.embq_claim_v2(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s,
+                              %(dead_owners)s);
 
 -- name: complete --
--- Store a batch of vectors and mark the chunks done.
-SELECT {{schema}}.embq_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)b, %(hashes)s, %(cache_keys)s);
+-- Store a batch of vectors and mark the chunks done (only those the worker still holds).
+SELECT written, changed
+FROM {{schema}}.embq_complete_v2(%(worker)s, %(model)s, %(ids)s, %(vectors)b, %(hashes)s, %(cache_keys)s);
 
 -- name: cache_lookup --
 -- Cached vectors for these keys.
@@ -23,16 +25,29 @@ SELECT cache_key, embedding FROM {{schema}}.embq_cache_lookup(%(keys)s);
 SELECT entries, hits FROM {{schema}}.embq_cache_stats();
 
 -- name: fail --
--- Record chunks' own failures.
-SELECT {{schema}}.embq_fail(%(worker)s, %(ids)s, %(errors)s);
+-- Record chunks' own failures (only those the worker still holds).
+SELECT {{schema}}.embq_fail_v2(%(worker)s, %(ids)s, %(errors)s) AS recorded;
+
+-- name: renew_leases --
+-- The heartbeat: extend the leases the worker still holds.
+SELECT id FROM {{schema}}.embq_renew_leases(%(worker)s, %(ids)s, %(lease_seconds)s) AS id;
+
+-- name: lease_owners --
+-- Who holds leases now.
+SELECT owner, chunks, expires_at FROM {{schema}}.embq_lease_owners();
+
+-- name: queue_columns --
+-- The queue's own columns and their types.
+SELECT name, type FROM {{schema}}.embq_queue_columns();
 
 -- name: release --
 -- Give chunks back untouched.
-SELECT {{schema}}.embq_release(%(worker)s, %(ids)s);
+SELECT {{schema}}.embq_release(%(worker)s, %(ids)s) AS released;
 
 -- name: status --
--- Exact counts, for all chunks or one document.
-SELECT total, embedded, pending, failed, in_progress, stale_leases FROM {{schema}}.embq_status(%(doc_id)s);
+-- Exact counts, for all chunks or one document, with vectors of another model.
+SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model
+FROM {{schema}}.embq_status_v2(%(doc_id)s, %(model)s, %(dead_owners)s);
 
 -- name: status_by_document --
 -- Counts per document, most pending first.
@@ -44,29 +59,29 @@ SELECT error, chunks, last_seen FROM {{schema}}.embq_recent_errors(%(limit)s);
 
 -- name: document_exists --
 -- Whether a document id is known.
-SELECT {{schema}}.embq_document_exists(%(doc_id)s);
+SELECT {{schema}}.embq_document_exists(%(doc_id)s) AS found;
 
 -- name: document_name --
 -- A document's name.
-SELECT {{schema}}.embq_document_name(%(doc_id)s);
+SELECT {{schema}}.embq_document_name(%(doc_id)s) AS name;
 
 -- name: server_time --
 -- The database's clock, which leases and failure times are measured by.
-SELECT now();
+SELECT now() AS now;
 
 -- name: repair_report --
--- Per document: missing vectors, expired leases, vectors of the wrong model or dimension, failures.
-SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, failed, to_reset
-FROM {{schema}}.embq_repair_report(%(model)s, %(dimensions)s, %(doc_id)s);
+-- Per document: missing vectors, dead leases, vectors of the wrong model, dimension or norm, failures.
+SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, degenerate, failed, to_reset
+FROM {{schema}}.embq_repair_report_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(dead_owners)s);
 
 -- name: repair_apply --
--- Clear expired leases and reset wrong vectors to pending, in one transaction.
-SELECT released_leases, wrong_model, wrong_dimension, reset
-FROM {{schema}}.embq_repair_apply(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s);
+-- Clear dead leases and reset wrong vectors to pending, in one transaction.
+SELECT released_leases, wrong_model, wrong_dimension, degenerate, reset
+FROM {{schema}}.embq_repair_apply_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s, %(dead_owners)s);
 
 -- name: ingest_document --
 -- Save a document and its chunks in one transaction.
-SELECT {{schema}}.embq_ingest_document(%(name)s, %(type)s, %(chunks)s, %(doc_id)s);
+SELECT {{schema}}.embq_ingest_document(%(name)s, %(type)s, %(chunks)s, %(doc_id)s) AS doc_id;
 
 -- name: list_documents --
 -- Documents with their chunk counts.
@@ -74,7 +89,7 @@ SELECT doc_id, name, type, chunks, embedded, failed FROM {{schema}}.embq_list_do
 
 -- name: delete_document --
 -- Delete a document and its chunks.
-SELECT {{schema}}.embq_delete_document(%(doc_id)s);
+SELECT {{schema}}.embq_delete_document(%(doc_id)s) AS removed;
 
 -- name: save_document --
 -- Save an upload by name: unchanged, replaced in place, or created.

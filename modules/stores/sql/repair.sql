@@ -100,3 +100,112 @@ BEGIN
     RETURN QUERY SELECT v_released, v_wrong_model, v_wrong_dimension, v_reset;
 END;
 $$;
+
+-- ==== version 3: degenerate vectors, dead workers' leases (see migrations/0003_owned_leases.sql) ====
+
+-- The repair report, as embq_repair_report, plus degenerate vectors (zero, overflowing or underflowing
+-- norm) and with leases of p_dead_owners counted as expired.
+CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_report_v2(
+    p_model text, p_dimensions integer, p_doc_id text DEFAULT NULL, p_dead_owners text[] DEFAULT '{}')
+RETURNS TABLE (doc_id text, name text, missing bigint, expired_leases bigint, wrong_model bigint,
+               wrong_dimension bigint, degenerate bigint, failed bigint, to_reset bigint)
+LANGUAGE sql STABLE
+SET search_path = {{search_path}}
+AS $$
+    WITH rows AS (
+        SELECT c.doc_id, c.{{embedding}} IS NOT NULL AS has_vector, c.embedding_failed_at IS NOT NULL AS failed,
+               c.embedding_lease_expires_at IS NOT NULL AND (c.embedding_lease_expires_at < now()
+                   OR c.embedding_lease_owner = ANY (coalesce(p_dead_owners, '{}'))) AS stale,
+               c.embedding_lease_expires_at >= now()
+                   AND NOT c.embedding_lease_owner = ANY (coalesce(p_dead_owners, '{}')) AS live,
+               c.embedding_model IS DISTINCT FROM p_model AS bad_model,
+               vector_dims(c.{{embedding}}) <> p_dimensions AS bad_dimension,
+               NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6) AS bad_norm
+        FROM {{chunks}} c
+        WHERE p_doc_id IS NULL OR c.doc_id = p_doc_id::{{doc_id_type}}),
+    per_doc AS (
+        SELECT r.doc_id,
+               count(*) FILTER (WHERE NOT has_vector AND live IS NOT TRUE) AS missing,
+               count(*) FILTER (WHERE stale) AS expired_leases,
+               count(*) FILTER (WHERE has_vector AND bad_model) AS wrong_model,
+               count(*) FILTER (WHERE has_vector AND bad_dimension) AS wrong_dimension,
+               count(*) FILTER (WHERE has_vector AND bad_norm) AS degenerate,
+               count(*) FILTER (WHERE NOT has_vector AND failed AND live IS NOT TRUE) AS failed,
+               count(*) FILTER (WHERE has_vector AND (bad_model OR bad_dimension OR bad_norm)) AS to_reset
+        FROM rows r
+        GROUP BY r.doc_id)
+    SELECT p.doc_id::text, d.name::text, p.missing, p.expired_leases, p.wrong_model, p.wrong_dimension,
+           p.degenerate, p.failed, p.to_reset
+    FROM per_doc p LEFT JOIN {{documents}} d ON d.id = p.doc_id
+    WHERE p.missing + p.expired_leases + p.to_reset > 0
+    ORDER BY p.doc_id;
+$$;
+
+-- Apply the repair in one transaction, as embq_repair_apply, plus: leases of p_dead_owners are released,
+-- degenerate vectors are reset, and degenerate cache entries are dropped (they would be copied again).
+CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_apply_v2(
+    p_model text, p_dimensions integer, p_doc_id text DEFAULT NULL, p_limit integer DEFAULT NULL,
+    p_dead_owners text[] DEFAULT '{}')
+RETURNS TABLE (released_leases bigint, wrong_model bigint, wrong_dimension bigint, degenerate bigint,
+               reset bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = {{search_path}}
+AS $$
+DECLARE
+    v_released bigint;
+    v_wrong_model bigint;
+    v_wrong_dimension bigint;
+    v_degenerate bigint;
+    v_reset bigint;
+BEGIN
+    IF p_limit IS NOT NULL AND p_limit < 0 THEN
+        RAISE EXCEPTION 'embq_repair_apply_v2: p_limit must not be negative' USING ERRCODE = '22023';
+    END IF;
+
+    WITH released AS (
+        UPDATE {{chunks}} c
+        SET embedding_lease_owner = NULL, embedding_lease_expires_at = NULL
+        WHERE c.embedding_lease_expires_at IS NOT NULL
+          AND (c.embedding_lease_expires_at < now() OR c.embedding_lease_owner = ANY (coalesce(p_dead_owners, '{}')))
+          AND (p_doc_id IS NULL OR c.doc_id = p_doc_id::{{doc_id_type}})
+        RETURNING 1)
+    SELECT count(*) INTO v_released FROM released;
+
+    WITH picked AS (
+        SELECT c.id,
+               c.embedding_model IS DISTINCT FROM p_model AS bad_model,
+               vector_dims(c.{{embedding}}) <> p_dimensions AS bad_dimension,
+               NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6) AS bad_norm
+        FROM {{chunks}} c
+        WHERE c.{{embedding}} IS NOT NULL
+          AND (c.embedding_model IS DISTINCT FROM p_model OR vector_dims(c.{{embedding}}) <> p_dimensions
+               OR NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6))
+          AND (p_doc_id IS NULL OR c.doc_id = p_doc_id::{{doc_id_type}})
+        ORDER BY c.doc_id, c.chunk_index
+        LIMIT p_limit
+        FOR UPDATE OF c),
+    cleared AS (
+        UPDATE {{chunks}} c
+        SET {{embedding}} = NULL,
+            embedding_model = NULL,
+            content_hash = NULL,
+            embedded_at = NULL,
+            embedded_by = NULL,
+            embedding_attempts = 0,
+            embedding_error = NULL,
+            embedding_failed_at = NULL,
+            embedding_lease_owner = NULL,
+            embedding_lease_expires_at = NULL
+        FROM picked p
+        WHERE c.id = p.id
+        RETURNING p.bad_model, p.bad_dimension, p.bad_norm)
+    SELECT count(*) FILTER (WHERE bad_model), count(*) FILTER (WHERE bad_dimension),
+           count(*) FILTER (WHERE bad_norm), count(*)
+    INTO v_wrong_model, v_wrong_dimension, v_degenerate, v_reset
+    FROM cleared;
+
+    DELETE FROM {{cache}} k WHERE NOT (vector_norm(k.embedding) BETWEEN 1e-6 AND 1e6);
+
+    RETURN QUERY SELECT v_released, v_wrong_model, v_wrong_dimension, v_degenerate, v_reset;
+END;
+$$;

@@ -27,7 +27,8 @@ ALTER TABLE {{chunks}}
     ADD COLUMN IF NOT EXISTS content_hash               text,
     ADD COLUMN IF NOT EXISTS embedded_at                timestamptz,
     ADD COLUMN IF NOT EXISTS embedding_lease_owner      text,
-    ADD COLUMN IF NOT EXISTS embedding_lease_expires_at timestamptz;
+    ADD COLUMN IF NOT EXISTS embedding_lease_expires_at timestamptz,
+    ADD COLUMN IF NOT EXISTS embedded_by                text;
 
 -- Claiming walks these partial indexes in (doc_id, chunk_index) order, so a claim costs the same
 -- whether 10 or 10 million chunks are waiting, and counting pending or failed rows stays cheap.
