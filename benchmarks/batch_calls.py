@@ -21,7 +21,7 @@ from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.cli.logging_setup import configure_logging
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.settings import load_settings
-from tests.conftest import corpus, seed_chunks
+from tests.helpers import corpus, seed_chunks
 
 
 async def measure(uri: str, chunks: int, size: int) -> dict[str, object]:

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.harness import migrate
 from modules.cli.logging_setup import configure_logging
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
 from modules.knowledge.api import create_app, knowledge_lifespan
 from modules.settings import load_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+TOKEN = "benchmark-token-3c9e1a7f5b2d"  # the standalone app needs one (KNOWLEDGE_API_TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def upload_all(client: httpx.AsyncClient) -> int:
@@ -36,11 +39,11 @@ async def upload_all(client: httpx.AsyncClient) -> int:
 
 
 async def upload_and_search(env: dict[str, str], query: str) -> object:
-    settings = load_settings(env=env)
+    settings = load_settings(env={**env, "KNOWLEDGE_API_TOKEN": TOKEN})
     app = create_app(settings)
     async with knowledge_lifespan(app, settings):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://local", headers=AUTH) as client:
             await upload_all(client)
             await app.state.knowledge.wait_for_background()
             return (await client.get("/knowledge/search", params={"q": query, "k": 3})).json()
@@ -53,19 +56,21 @@ async def main_async(query: str) -> dict[str, object]:
     result: dict[str, object] = {}
     gemini_db = get_server(root / "gemini", cleanup_mode="delete")
     try:
+        await asyncio.to_thread(migrate, gemini_db.get_uri())  # the host tables, as --setup makes them
         async with GeminiSimulator(SimulatorConfig()) as sim:
             env = {
                 "DATABASE_URL": gemini_db.get_uri(),
                 "GOOGLE_API_KEY": "benchmark-key",
                 "GOOGLE_GEMINI_BASE_URL": sim.base_url,
                 "AUTO_GENERATE_EMBEDDINGS": "true",
+                "KNOWLEDGE_API_TOKEN": TOKEN,
             }
             settings = load_settings(env=env)
             app = create_app(settings)
             async with knowledge_lifespan(app, settings):
                 service = app.state.knowledge
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
+                async with httpx.AsyncClient(transport=transport, base_url="http://local", headers=AUTH) as client:
                     first_chunks = await upload_all(client)
                     await service.wait_for_background()
                     first_calls = sim.stats.successful_calls
@@ -78,6 +83,7 @@ async def main_async(query: str) -> dict[str, object]:
         gemini_db.cleanup()
     local_db = get_server(root / "local", cleanup_mode="delete")
     try:
+        await asyncio.to_thread(migrate, local_db.get_uri())
         env = {"DATABASE_URL": local_db.get_uri(), "EMBEDDING_PROVIDER": "local", "AUTO_GENERATE_EMBEDDINGS": "true"}
         result["search"] = await upload_and_search(env, query)
     finally:

@@ -38,6 +38,7 @@ TASK_TYPES = (
     "CODE_RETRIEVAL_QUERY",
 )
 DOTENV_SETTING = "BATCH_EMBEDDING_DOTENV"
+MIN_TOKEN_LENGTH = 16  # KNOWLEDGE_API_TOKEN: a bearer token guessable in a few tries protects nothing
 
 Provider = Literal["gemini", "local"]
 OverlongPolicy = Literal["truncate", "fail"]
@@ -346,8 +347,51 @@ class Settings:
         "upload",
         "Whether an upload embeds its chunks by itself (in the background).",
     )
+    knowledge_api_token: Secret | None = setting(
+        None,
+        "KNOWLEDGE_API_TOKEN",
+        secret_value(),
+        "upload",
+        "Bearer token the standalone upload API requires on every route but /health (it won't start without one).",
+        shown_default="none (the standalone app refuses to start)",
+        example="",
+    )
     upload_max_bytes: int = setting(
         20_000_000, "UPLOAD_MAX_BYTES", integer(1, 1_000_000_000), "upload", "Largest accepted upload, in bytes."
+    )
+    upload_max_docx_bytes: int = setting(
+        100_000_000,
+        "UPLOAD_MAX_DOCX_BYTES",
+        integer(1, 10_000_000_000),
+        "upload",
+        "Most bytes a .docx may decompress to (counted while reading; the zip's declared sizes are checked first).",
+    )
+    upload_max_pdf_pages: int = setting(
+        2_000, "UPLOAD_MAX_PDF_PAGES", integer(1, 1_000_000), "upload", "Most pages an uploaded PDF may have."
+    )
+    upload_max_chars: int = setting(
+        2_000_000,
+        "UPLOAD_MAX_CHARS",
+        integer(1, 1_000_000_000),
+        "upload",
+        "Most characters of text one upload may yield.",
+    )
+    upload_max_chunks: int = setting(
+        10_000, "UPLOAD_MAX_CHUNKS", integer(1, 10_000_000), "upload", "Most chunks one document may be cut into."
+    )
+    upload_extract_timeout: float = setting(
+        120.0,
+        "UPLOAD_EXTRACT_TIMEOUT",
+        seconds(1.0, 3600.0),
+        "upload",
+        "Seconds reading and chunking one upload may take; it runs in its own process, killed after that.",
+    )
+    upload_extract_workers: int = setting(
+        2,
+        "UPLOAD_EXTRACT_WORKERS",
+        integer(1, 64),
+        "upload",
+        "Uploads read and chunked at once (one process each); further uploads wait their turn.",
     )
     chunk_target_chars: int = setting(
         500, "CHUNK_TARGET_CHARS", integer(50, 20_000), "upload", "Target chunk size, in characters."
@@ -499,7 +543,11 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value, so that output filters can scrub them."""
-        found = [s.reveal() for s in (self.google_api_key, self.database_url, self.supabase_key) if s]
+        found = [
+            s.reveal()
+            for s in (self.google_api_key, self.database_url, self.supabase_key, self.knowledge_api_token)
+            if s
+        ]
         if self.database_url:
             found.extend(_password_in_url(self.database_url.reveal()))
         return [s for s in found if len(s) >= 4]
@@ -518,7 +566,7 @@ class Settings:
         }
 
 
-SECRET_FIELDS = frozenset({"google_api_key", "database_url", "supabase_key"})
+SECRET_FIELDS = frozenset({"google_api_key", "database_url", "supabase_key", "knowledge_api_token"})
 
 
 def _password_in_url(url: str) -> list[str]:
@@ -637,6 +685,14 @@ def _validated(s: Settings) -> Settings:
         )
     if s.supabase_url and not s.supabase_key and not s.database_url:
         raise SettingsError("SUPABASE_KEY", "SUPABASE_URL is set but SUPABASE_KEY (the service-role key) is not")
+    token = s.knowledge_api_token.reveal() if s.knowledge_api_token else None
+    if token is not None and (len(token) < MIN_TOKEN_LENGTH or not re.fullmatch(r"[\x21-\x7e]+", token)):
+        # Never echo the token, not even in this message.
+        raise SettingsError(
+            "KNOWLEDGE_API_TOKEN",
+            f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces; make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
     if s.chunk_overlap_chars >= s.chunk_target_chars:
         raise SettingsError(
             "CHUNK_OVERLAP_CHARS",

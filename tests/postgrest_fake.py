@@ -369,13 +369,15 @@ SUPABASE_ROLES = ("anon", "authenticated", "service_role")
 
 
 def ensure_supabase_roles(admin_url: str) -> None:
-    """Create Supabase's API roles in the cluster if missing (roles are cluster-wide)."""
+    """Create Supabase's API roles in the cluster if missing (roles are cluster-wide). As on Supabase,
+    service_role bypasses row-level security; anon and authenticated do not."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for role in SUPABASE_ROLES:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if not exists:
                 with contextlib.suppress(psycopg.errors.DuplicateObject):
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        conn.execute("ALTER ROLE service_role BYPASSRLS")
 
 
 def supabase_defaults(url: str) -> None:

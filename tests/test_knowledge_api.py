@@ -11,8 +11,9 @@ import pytest
 from docx import Document
 
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig
-from modules.knowledge.api import KnowledgeService, create_app, knowledge_lifespan
+from modules.knowledge.api import KnowledgeService
 from modules.settings import Settings
+from tests.api_helpers import API_TOKEN, running_app, upload
 from tests.helpers import TEST_API_KEY, create_tables, fetch_all
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -57,16 +58,9 @@ async def api(
     make_settings: Callable[..., Settings], database_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, KnowledgeService]]:
     await create_tables(database_url)
-    settings = make_settings(AUTO_GENERATE_EMBEDDINGS="true", UPLOAD_MAX_BYTES="200000")
-    app = create_app(settings)
-    async with knowledge_lifespan(app, settings):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, app.state.knowledge
-
-
-async def upload(client: httpx.AsyncClient, name: str, data: bytes) -> httpx.Response:
-    return await client.post("/knowledge/upload", files={"file": (name, data)})
+    settings = make_settings(AUTO_GENERATE_EMBEDDINGS="true", UPLOAD_MAX_BYTES="200000", KNOWLEDGE_API_TOKEN=API_TOKEN)
+    async with running_app(settings) as running:
+        yield running
 
 
 async def test_each_file_type_is_stored_and_embedded_in_the_background(
@@ -172,40 +166,63 @@ async def gemini_api(
             EMBEDDING_PROVIDER="gemini",
             GOOGLE_API_KEY=TEST_API_KEY,
             GOOGLE_GEMINI_BASE_URL=simulator.base_url,
+            KNOWLEDGE_API_TOKEN=API_TOKEN,
         )
-        app = create_app(settings)
-        async with knowledge_lifespan(app, settings):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                yield client, app.state.knowledge, simulator
+        async with running_app(settings) as (client, service):
+            yield client, service, simulator
 
 
-async def test_the_cache_makes_a_reupload_free_and_an_edit_cheap(
-    gemini_api: tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator],
+async def test_the_same_files_again_are_free_and_an_edit_re_embeds_only_what_changed(
+    gemini_api: tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator], database_url: str
 ) -> None:
     client, service, simulator = gemini_api
     paths = [p for p in sorted(SAMPLES.iterdir()) if p.name != "README.md"]
+    ids = {}
     for path in paths:
-        assert (await upload(client, path.name, path.read_bytes())).status_code == 202
+        response = await upload(client, path.name, path.read_bytes())
+        assert response.status_code == 202 and response.json()["outcome"] == "created"
+        ids[path.name] = response.json()["doc_id"]
     await service.wait_for_background()
     first_calls = simulator.stats.successful_calls
     assert first_calls >= len(paths)
+    chunks_before = await fetch_all(database_url, "SELECT count(*) FROM chunks")
 
-    # The same documents again: every chunk comes from the cache, no API call at all.
+    # The same documents again: the documents already there, nothing written, no API call at all.
     for path in paths:
-        assert (await upload(client, path.name, path.read_bytes())).status_code == 202
+        response = await upload(client, path.name, path.read_bytes())
+        assert response.status_code == 200, response.text
+        assert response.json()["outcome"] == "unchanged" and response.json()["doc_id"] == ids[path.name]
     await service.wait_for_background()
     assert simulator.stats.successful_calls == first_calls
+    assert await fetch_all(database_url, "SELECT count(*) FROM chunks") == chunks_before
     listing = (await client.get("/knowledge/documents")).json()
-    assert len(listing) == 2 * len(paths) and all(d["embedded"] == d["chunks"] for d in listing)
+    assert len(listing) == len(paths) and all(d["embedded"] == d["chunks"] for d in listing)
 
-    # One paragraph edited: only the chunk holding it is sent.
+    # ?mode=new keeps both; every chunk of the copy comes from the cache.
     faq = next(p for p in paths if "経費精算" in p.name)
+    copy = await upload(client, faq.name, faq.read_bytes(), mode="new")
+    assert copy.status_code == 202 and copy.json()["outcome"] == "created" and copy.json()["doc_id"] != ids[faq.name]
+    await service.wait_for_background()
+    assert simulator.stats.successful_calls == first_calls
+    assert service.generator.stats.cache_hits == copy.json()["chunks"]
+    await client.delete(f"/knowledge/documents/{copy.json()['doc_id']}")
+
+    # One paragraph edited: the document is replaced in place, and only the chunk holding it is sent.
     text = faq.read_text(encoding="utf-8")
     edited = text.replace("締め日", "締切日", 1)
     assert edited != text
     texts_before = simulator.stats.texts_embedded
     response = await upload(client, faq.name, edited.encode())
+    body = response.json()
+    assert response.status_code == 202 and body["outcome"] == "replaced" and body["doc_id"] == ids[faq.name]
+    assert (body["kept"], body["added"], body["removed"]) == (body["chunks"] - 1, 1, 1)
     await service.wait_for_background()
     assert simulator.stats.texts_embedded - texts_before == 1
-    assert service.generator.stats.cache_hits == response.json()["chunks"] - 1
+
+
+async def test_a_path_in_the_file_name_is_dropped(api: tuple[httpx.AsyncClient, KnowledgeService]) -> None:
+    client, _ = api
+    response = await upload(client, "C:\\Users\\taro\\経費規程.txt", "経費の規程です。".encode())
+    assert response.status_code == 202, response.text
+    assert response.json()["name"] == "経費規程.txt"
+    assert [d["name"] for d in (await client.get("/knowledge/documents")).json()] == ["経費規程.txt"]

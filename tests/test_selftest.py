@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TEST_API_KEY, seed_chunks
+from tests.postgrest_fake import ensure_supabase_roles
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_DATABASE = "postgresql://postgres:s3cret-pw@127.0.0.1:1/postgres"  # port 1: refused at once
@@ -47,7 +48,7 @@ async def test_passes_on_a_good_environment(database_url: str, env: dict[str, st
     result = run_selftest(env)
     assert result.returncode == 0, result.stdout + result.stderr
     passed = lines_starting(result.stdout, "✅")
-    assert len(passed) == 6 and not lines_starting(result.stdout, "❌")
+    assert len(passed) == 7 and not lines_starting(result.stdout, "❌")
     assert any("APIキー=設定済み" in line for line in passed)
     assert any("総チャンク 2" in line for line in passed)
     assert any("768 次元で埋め込めました" in line for line in passed)
@@ -75,7 +76,7 @@ async def test_dead_database_fails_cleanly_and_the_api_is_still_tested(env: dict
     assert "127.0.0.1" in failed or "connect" in failed
     assert "💡 対処: DATABASE_URL" in result.stdout
     assert lines_starting(result.stdout, "✅ 埋め込みAPI")
-    assert len(lines_starting(result.stdout, "⏭️")) == 2  # schema and status could not be checked
+    assert len(lines_starting(result.stdout, "⏭️")) == 3  # schema, status and public access could not be checked
     assert "postgresql://postgres@127.0.0.1:1/postgres" in result.stdout  # the address, without its password
     assert_clean(result, "s3cret-pw")
 
@@ -91,4 +92,30 @@ def test_unloadable_settings_exit_2_naming_the_setting(tmp_path: Path) -> None:
     (failed,) = lines_starting(result.stdout, "❌ 設定")
     assert "EMBEDDING_DIMENSIONS" in failed
     assert "💡 対処: EMBEDDING_DIMENSIONS" in result.stdout
+    assert_clean(result)
+
+
+@pytest.mark.slow
+async def test_warns_when_the_public_anon_role_can_read_the_chunks(
+    database_url: str, pg_server: str, env: dict[str, str]
+) -> None:
+    import psycopg
+
+    ensure_supabase_roles(pg_server)
+    await seed_chunks(database_url, {"doc": ["社外秘の段落です。"]})
+    with psycopg.connect(database_url, autocommit=True) as conn:  # a host table as Supabase serves it
+        conn.execute("ALTER TABLE chunks DISABLE ROW LEVEL SECURITY")
+        conn.execute("GRANT SELECT ON chunks TO anon")
+    result = run_selftest(env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (failed,) = lines_starting(result.stdout, "❌ 公開ロール (anon)")
+    assert "public.chunks を読めます" in failed and "RLS" in failed
+    fix = result.stdout.splitlines()[result.stdout.splitlines().index(failed) + 1]
+    assert "ENABLE ROW LEVEL SECURITY" in fix and "REVOKE ALL ON public.chunks FROM anon" in fix
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE chunks ENABLE ROW LEVEL SECURITY")
+    result = run_selftest(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines_starting(result.stdout, "✅ 公開ロール (anon)")
     assert_clean(result)

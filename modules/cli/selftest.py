@@ -82,6 +82,7 @@ class SelfTest:
         try:
             await self.check_embedding_api(settings)
             await self.check_status(store)
+            await self.check_public_access(store, settings)
         finally:
             if store is not None:
                 await _quietly(store.aclose())
@@ -164,6 +165,40 @@ class SelfTest:
         self.record(CheckResult("データベース接続", True, "接続できました"))
         self.record(CheckResult(schema, True, _describe_column(info, settings)))
         return store
+
+    async def check_public_access(self, store: ChunkStore | None, settings: Settings) -> None:
+        """Supabase serves tables to anyone holding the public anon key: the chunks must not be among them."""
+        chunks = settings.tables.chunks
+        name = f"公開ロール (anon) からの読み取り ({chunks})"
+        if store is None:
+            self.record(CheckResult(name, None, "データベースの確認に失敗したため実行できません"))
+            return
+        try:
+            access = await store.table_access()
+        except Exception as exc:
+            self.record(CheckResult(name, False, _describe(exc), _schema_fix()))
+            return
+        anon = next((a for a in access if a.role == "anon" and a.table == chunks), None)
+        if anon is None:
+            self.record(CheckResult(name, True, "anon ロールがありません (Supabase ではないデータベース)"))
+        elif anon.readable:
+            why = "行レベルセキュリティ (RLS) が無効"
+            if anon.row_security:
+                why = f"anon に読み取りを許すポリシーが {anon.policies} 件"
+            table = f"{settings.tables.schema}.{chunks}"
+            self.record(
+                CheckResult(
+                    name,
+                    False,
+                    f"anon キーを持つ誰もが {table} を読めます (SELECT 権限あり, {why})",
+                    f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; REVOKE ALL ON {table} FROM anon; "
+                    "を実行してください (チャットボットは service_role キーか、サーバー側の接続で読みます)。"
+                    "公開してよい行だけなら、その行に限ったポリシーを作ってください",
+                )
+            )
+        else:
+            how = "SELECT 権限なし" if not anon.can_select else "RLS 有効で anon 向けポリシーなし"
+            self.record(CheckResult(name, True, f"anon は {chunks} を読めません ({how})"))
 
     async def check_embedding_api(self, settings: Settings) -> None:
         name = f"埋め込みAPI ({settings.provider}: {settings.model if settings.provider == 'gemini' else 'wordllama'})"

@@ -1,73 +1,62 @@
 """The knowledge upload API: a FastAPI router the host backend mounts, also runnable alone.
 
-    uvicorn modules.knowledge.api:app          # standalone
-    app.include_router(knowledge_router())     # inside the host app (add `lifespan=knowledge_lifespan`)
+    KNOWLEDGE_API_TOKEN=... uvicorn modules.knowledge.api:app      # standalone: bearer token required
+    app.include_router(knowledge_router(read=user, upload=user, delete=admin))  # in the host app,
+                                                                    # with `lifespan=knowledge_lifespan`
 
-Upload saves the document and its chunks in one transaction and answers at once. With
-AUTO_GENERATE_EMBEDDINGS=true it then embeds the document's chunks in the background, through the
-same `batch_generate_embeddings_for_document` path the guide describes; what fails stays recorded for
+Every route runs behind an authentication dependency: the standalone app's bearer token, or the
+host's own (one per action, so deleting can need more than reading). The dependency runs before the
+request body is read. An upload is read and chunked in a worker process within the upload limits
+(extract.py, isolation.py), then saved by name in one transaction (ingest.py): the same file again is
+the document already there, an edited one replaces it keeping its unchanged chunks' vectors. With
+AUTO_GENERATE_EMBEDDINGS=true the new chunks are then embedded in the background, through the same
+`batch_generate_embeddings_for_document` path the guide describes; what fails stays recorded for
 `batch_embedding_processor.py --retry-only`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from modules.batch_embedding import BatchEmbeddingGenerator, batch_generate_embeddings_for_document
 from modules.cli.logging_setup import configure_logging, logging_configured
 from modules.cli.status_view import status_dict
 from modules.errors import BatchEmbeddingError
-from modules.knowledge.chunking import ChunkingOptions
-from modules.knowledge.extract import document_type, extract_text
-from modules.knowledge.ingest import UnreadableDocumentError, ingest_text, knowledge_store
+from modules.knowledge.auth import Dependency, bearer_token
+from modules.knowledge.body import read_upload
+from modules.knowledge.errors import DocumentTooLargeError, UnsupportedTypeError
+from modules.knowledge.extract import document_type
+from modules.knowledge.ingest import AmbiguousNameError, ingest_chunks
+from modules.knowledge.service import KnowledgeService
 from modules.logs import get_logger
-from modules.settings import Settings, load_settings
-from modules.stores.base import KnowledgeStore
+from modules.settings import Settings, SettingsError, load_settings
+from modules.stores.base import SaveMode
 
 log = get_logger(__name__)
 
+__all__ = ["KnowledgeService", "create_app", "knowledge_lifespan", "knowledge_router"]
 
-class KnowledgeService:
-    """What the routes share: one generator (store + embedder) and the background embedding tasks."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.generator = BatchEmbeddingGenerator(settings)
-        self.background: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        await self.generator.open()
-
-    async def stop(self) -> None:
-        for task in list(self.background):
-            task.cancel()
-        await asyncio.gather(*self.background, return_exceptions=True)
-        await self.generator.close()
-
-    @property
-    def knowledge(self) -> KnowledgeStore:
-        return knowledge_store(self.generator.store)
-
-    def schedule_embedding(self, doc_id: str, chunks: int) -> None:
-        task = asyncio.create_task(self._embed_document(doc_id, chunks))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def _embed_document(self, doc_id: str, chunks: int) -> None:
-        try:
-            await batch_generate_embeddings_for_document(doc_id, chunks, generator=self.generator)
-        except BatchEmbeddingError as exc:  # recorded in the log; the chunks stay pending or failed
-            log.error("❌ アップロード後のエンベディング生成に失敗しました (%s): %s", doc_id, exc)
-
-    async def wait_for_background(self) -> None:
-        """For tests and graceful shutdown: wait until scheduled embeddings finish."""
-        while self.background:
-            await asyncio.gather(*list(self.background), return_exceptions=True)
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
 
 def _service(request: Request) -> KnowledgeService:
@@ -80,62 +69,104 @@ def _service(request: Request) -> KnowledgeService:
 Service = Annotated[KnowledgeService, Depends(_service)]
 
 
-def knowledge_router() -> APIRouter:
+def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency) -> APIRouter:
+    """The /knowledge routes, each behind the host's authentication dependency for its action:
+    `read` (list, progress, search), `upload`, and `delete`. A dependency refuses a request by raising
+    HTTPException (401 without credentials, 403 without the permission); what it returns is ignored."""
     router = APIRouter(prefix="/knowledge", tags=["knowledge"])
 
-    @router.post("/upload", status_code=202)
-    async def upload(service: Service, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
-        name = file.filename or "upload"
+    @router.post(
+        "/upload",
+        status_code=202,
+        dependencies=[Depends(upload)],
+        openapi_extra=_UPLOAD_BODY,
+        responses={200: {"description": "nothing new to embed (unchanged, or replaced with no new text)"}},
+    )
+    async def upload_document(
+        request: Request,
+        response: Response,
+        service: Service,
+        mode: Annotated[SaveMode, Query(description="replace: by name (default); new: always a new document")] = (
+            "replace"
+        ),
+    ) -> dict[str, Any]:
+        settings = service.settings
+        name, data = await read_upload(request, settings.upload_max_bytes)
         try:
             document_type(name)
-        except UnreadableDocumentError as exc:
+        except UnsupportedTypeError as exc:
             raise HTTPException(415, str(exc)) from None
-        limit = service.settings.upload_max_bytes
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise HTTPException(413, f"{name}: larger than the upload limit of {limit:,} bytes (UPLOAD_MAX_BYTES)")
-        options = ChunkingOptions(
-            target_chars=service.settings.chunk_target_chars,
-            overlap_chars=service.settings.chunk_overlap_chars,
-            max_tokens=service.settings.max_input_tokens,
+        report = await service.extractor.run(name, data)
+        peak = f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else "不明"
+        if report.document is None:
+            error = report.error
+            status = 413 if isinstance(error, DocumentTooLargeError) else 422
+            log.warning(
+                "🚫 アップロードを拒否しました (%d): %s (%.1f秒, ピークメモリ %s)", status, error, report.seconds, peak
+            )
+            raise HTTPException(status, str(error))
+        document = report.document
+        log.info(
+            "🔍 読み取り完了: %s (%s文字, %dチャンク, %.1f秒, ピークメモリ %s)",
+            name,
+            f"{document.chars:,}",
+            len(document.chunks),
+            report.seconds,
+            peak,
         )
         try:
-            doc_type, text = extract_text(name, data)
-            result = await ingest_text(service.knowledge, name, doc_type, text, options)
-        except UnreadableDocumentError as exc:
-            raise HTTPException(422, str(exc)) from None
-        auto = service.settings.auto_generate
-        if auto:
-            service.schedule_embedding(result.doc_id, result.chunks)
+            result = await ingest_chunks(service.knowledge, name, document.doc_type, document.chunks, mode)
+        except AmbiguousNameError as exc:
+            raise HTTPException(409, str(exc)) from None
+        auto = settings.auto_generate
+        if result.added == 0:
+            response.status_code = 200
+            embedding = "nothing new to embed"
+        elif auto:
+            service.schedule_embedding(result.doc_id, result.added)
+            embedding = "scheduled"
+        else:
+            embedding = "waiting for batch_embedding_processor.py"
         log.info(
-            "📄 アップロード: %s (%dチャンク, 自動エンベディング: %s)", name, result.chunks, "ON" if auto else "OFF"
+            "📄 アップロード: %s → %s (%dチャンク: 維持 %d / 追加 %d / 削除 %d, 自動エンベディング: %s)",
+            name,
+            result.outcome,
+            result.chunks,
+            result.kept,
+            result.added,
+            result.removed,
+            "ON" if auto else "OFF",
         )
         return {
             "doc_id": result.doc_id,
             "name": result.name,
+            "outcome": result.outcome,
             "chunks": result.chunks,
-            "embedding": "scheduled" if auto else "waiting for batch_embedding_processor.py",
+            "kept": result.kept,
+            "added": result.added,
+            "removed": result.removed,
+            "embedding": embedding,
         }
 
-    @router.get("/documents")
+    @router.get("/documents", dependencies=[Depends(read)])
     async def documents(service: Service, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
         rows = await service.knowledge.list_documents(limit)
         return [vars(r) for r in rows]
 
-    @router.get("/documents/{doc_id}/progress")
+    @router.get("/documents/{doc_id}/progress", dependencies=[Depends(read)])
     async def progress(service: Service, doc_id: str) -> dict[str, Any]:
         if not await service.generator.store.document_exists(doc_id):
             raise HTTPException(404, f"document {doc_id!r} was not found")
         return {"doc_id": doc_id, **status_dict(await service.generator.store.status(doc_id))}
 
-    @router.delete("/documents/{doc_id}")
-    async def delete(service: Service, doc_id: str) -> dict[str, Any]:
+    @router.delete("/documents/{doc_id}", dependencies=[Depends(delete)])
+    async def delete_document(service: Service, doc_id: str) -> dict[str, Any]:
         removed = await service.knowledge.delete_document(doc_id)
         if removed is None:
             raise HTTPException(404, f"document {doc_id!r} was not found")
         return {"doc_id": doc_id, "deleted_chunks": removed}
 
-    @router.get("/search")
+    @router.get("/search", dependencies=[Depends(read)])
     async def search(
         service: Service,
         q: Annotated[str, Query(min_length=1, max_length=2000)],
@@ -145,7 +176,14 @@ def knowledge_router() -> APIRouter:
             query = await service.generator.embedder.embed_query(q)
         except BatchEmbeddingError as exc:
             raise HTTPException(502, f"the embedding API could not embed the query: {exc}") from None
-        hits = await service.knowledge.search(query[0], k)
+        vector = query[0]
+        if not np.all(np.isfinite(vector)) or not np.any(vector):
+            raise HTTPException(
+                502,
+                "the embedding API answered the query with a zero (or non-finite) vector, which has no "
+                "direction to rank chunks by; try again, or rephrase the query",
+            )
+        hits = await service.knowledge.search(vector, k)
         return {
             "query": q,
             "results": [
@@ -176,23 +214,55 @@ async def knowledge_lifespan(app: FastAPI, settings: Settings | None = None) -> 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The standalone app: a face, so it (and only it) sets up logging, as the CLI does."""
+    """The standalone app: a face, so it (and only it) sets up logging, as the CLI does. Every route
+    but GET /health needs `Authorization: Bearer <KNOWLEDGE_API_TOKEN>`, /docs and /openapi.json too;
+    without the setting it refuses to start (SettingsError naming it)."""
+    own = settings or load_settings()
+    if own.knowledge_api_token is None:
+        raise SettingsError(
+            "KNOWLEDGE_API_TOKEN",
+            "the standalone upload API needs a bearer token; set it to a long random value "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))') and send it as "
+            "'Authorization: Bearer <token>'",
+        )
+    auth = bearer_token(own.knowledge_api_token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own = settings or load_settings()
         if not logging_configured():
             configure_logging(own.log_file, own.secrets())
         async with knowledge_lifespan(app, own):
             yield
 
-    app = FastAPI(title="Batch embedding knowledge API", lifespan=lifespan)
-    app.include_router(knowledge_router())
+    app = FastAPI(
+        title="Batch embedding knowledge API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.include_router(knowledge_router(read=auth, upload=auth, delete=auth))
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> JSONResponse:
+        """Unauthenticated: whether the service is up (nothing else is said)."""
+        started = getattr(request.app.state, "knowledge", None) is not None
+        return JSONResponse({"status": "ok" if started else "starting"}, status_code=200 if started else 503)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(auth)])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(auth)])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
     return app
 
 
 def __getattr__(name: str) -> Any:
-    # `uvicorn modules.knowledge.api:app` builds the app on first access, not at import time.
+    # `uvicorn modules.knowledge.api:app` builds the app on first access, not at import time. A setting
+    # it can't run with is one line naming it (uvicorn would print a traceback).
     if name == "app":
-        return create_app()
+        try:
+            return create_app()
+        except SettingsError as exc:
+            print(f"❌ 設定エラー: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     raise AttributeError(name)

@@ -1,64 +1,119 @@
-"""Text out of uploaded files: .txt and .md as UTF-8, .pdf through pypdf, .docx through python-docx.
-A file that can't be read raises UnreadableDocumentError, so nothing is stored for it."""
+"""Text out of uploaded files, within the upload limits: .txt and .md in the encodings a Japanese
+office uses (decoding.py), .pdf through pypdf (page count checked before any page is read), .docx
+through a zip- and XML-bomb-proof reader (docx_text.py).
+
+A file that can't be read raises UnreadableDocumentError; one over a limit DocumentTooLargeError,
+naming the setting. Either way nothing is stored. This runs in a worker process (isolation.py), so a
+slow or hostile file never holds up the event loop.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import PurePath
+from typing import Any
 
-from modules.knowledge.ingest import TEXT_TYPES, UnreadableDocumentError
+from modules.knowledge.decoding import decode_text
+from modules.knowledge.docx_text import docx_text
+from modules.knowledge.errors import DocumentTooLargeError, UnreadableDocumentError, UnsupportedTypeError
 
+TEXT_TYPES = {".txt": "txt", ".md": "md", ".markdown": "md"}
 SUPPORTED_TYPES = {**TEXT_TYPES, ".pdf": "pdf", ".docx": "docx"}
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """The upload limits (settings UPLOAD_MAX_DOCX_BYTES, UPLOAD_MAX_PDF_PAGES, UPLOAD_MAX_CHARS,
+    UPLOAD_MAX_CHUNKS); the defaults are the settings' defaults."""
+
+    max_docx_bytes: int = 100_000_000
+    max_pdf_pages: int = 2_000
+    max_chars: int = 2_000_000
+    max_chunks: int = 10_000
 
 
 def document_type(filename: str) -> str:
     suffix = PurePath(filename).suffix.lower()
     if suffix not in SUPPORTED_TYPES:
         allowed = ", ".join(sorted(SUPPORTED_TYPES))
-        raise UnreadableDocumentError(f"{filename}: unsupported file type {suffix or '(none)'!r}; use {allowed}")
+        raise UnsupportedTypeError(f"{filename}: unsupported file type {suffix or '(none)'!r}; use {allowed}")
     return SUPPORTED_TYPES[suffix]
 
 
-def extract_text(filename: str, data: bytes) -> tuple[str, str]:
+def extract_text(filename: str, data: bytes, limits: UploadLimits | None = None) -> tuple[str, str]:
     """(document type, text) of an uploaded file."""
+    limits = limits or UploadLimits()
     doc_type = document_type(filename)
     if doc_type == "pdf":
-        text = _pdf_text(filename, data)
+        text = pdf_text(filename, data, max_pages=limits.max_pdf_pages, max_chars=limits.max_chars)
     elif doc_type == "docx":
-        text = _docx_text(filename, data)
+        text = docx_text(filename, data, max_bytes=limits.max_docx_bytes, max_chars=limits.max_chars)
     else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise UnreadableDocumentError(f"{filename}: not UTF-8 text ({exc.reason})") from None
+        text = decode_text(filename, data)
+        check_chars(filename, len(text), limits.max_chars)
     if not text.strip():
         raise UnreadableDocumentError(f"{filename}: no text could be read from the file")
     return doc_type, text
 
 
-def _pdf_text(filename: str, data: bytes) -> str:
+def check_chars(filename: str, chars: int, limit: int) -> None:
+    if chars > limit:
+        raise DocumentTooLargeError(
+            f"{filename}: more than {limit:,} characters of text (UPLOAD_MAX_CHARS)", "UPLOAD_MAX_CHARS"
+        )
+
+
+def pdf_text(filename: str, data: bytes, *, max_pages: int, max_chars: int) -> str:
+    """Every page's text, pages separated by a blank line. The page count the file declares is checked
+    before its page tree is walked, and the walked count before any text is extracted."""
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise UnreadableDocumentError(f"{filename}: not a readable PDF ({type(exc).__name__})") from None
-    return "\n\n".join(pages)
+        if reader.is_encrypted and not _decrypts_without_password(reader):
+            raise UnreadableDocumentError(f"{filename}: the PDF is protected by a password; upload it unprotected")
+        _check_pages(filename, _declared_pages(reader), max_pages)
+        pages = reader.pages
+        _check_pages(filename, len(pages), max_pages)
+        parts: list[str] = []
+        chars = 0
+        for page in pages:
+            text = page.extract_text() or ""
+            chars += len(text) + 2
+            check_chars(filename, chars, max_chars)
+            parts.append(text)
+    except UnreadableDocumentError:
+        raise
+    except RecursionError:
+        raise UnreadableDocumentError(f"{filename}: not a readable PDF (its objects nest without end)") from None
+    except Exception as exc:  # pypdf raises many kinds on a broken file; every one means "unreadable"
+        raise UnreadableDocumentError(f"{filename}: not a readable PDF ({_said(exc)})") from None
+    return "\n\n".join(parts)
 
 
-def _docx_text(filename: str, data: bytes) -> str:
-    import zipfile
-
-    from docx import Document
-
+def _decrypts_without_password(reader: Any) -> bool:
     try:
-        document = Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise UnreadableDocumentError(f"{filename}: not a readable .docx ({type(exc).__name__})") from None
-    parts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            parts.append(" | ".join(cell.text for cell in row.cells))
-    return "\n".join(parts)
+        return bool(reader.decrypt(""))
+    except Exception:  # no crypto backend, or an unknown scheme
+        return False
+
+
+def _declared_pages(reader: Any) -> int:
+    try:
+        return int(reader.trailer["/Root"]["/Pages"]["/Count"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def _check_pages(filename: str, pages: int, limit: int) -> None:
+    if pages > limit:
+        raise DocumentTooLargeError(
+            f"{filename}: {pages:,} pages, more than the limit of {limit:,} (UPLOAD_MAX_PDF_PAGES)",
+            "UPLOAD_MAX_PDF_PAGES",
+        )
+
+
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -215,7 +215,41 @@ class ChunkStore(Protocol):
         """Clear dead leases and reset (at most `limit`) wrong vectors to pending, in one transaction."""
         ...
 
+    async def table_access(self) -> list[TableAccess]:
+        """Whether Supabase's API roles (anon, authenticated) can read the host tables (see security.sql)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    """What one API role may do with one host table (embq_table_access); no rows without the role."""
+
+    table: str
+    role: str
+    can_select: bool  # the role holds SELECT on the table
+    row_security: bool  # row-level security is on
+    policies: int  # policies that let the role (or PUBLIC) read rows
+
+    @property
+    def readable(self) -> bool:
+        """The role can read rows: it holds SELECT, and RLS is off or a policy lets it read."""
+        return self.can_select and (not self.row_security or self.policies > 0)
+
+
+SaveMode = Literal["replace", "new"]
+
+
+@dataclass(frozen=True)
+class SavedDocument:
+    """What saving an upload did (embq_ingest_document_v2)."""
+
+    doc_id: str | None  # None when outcome is "ambiguous"
+    outcome: str  # created, replaced, unchanged, or ambiguous (several documents have the name)
+    kept: int
+    added: int
+    removed: int
 
 
 @dataclass(frozen=True)
@@ -246,7 +280,16 @@ class KnowledgeStore(Protocol):
     """The upload side: documents in, chunks out, vectors searched."""
 
     async def ingest_document(self, name: str, doc_type: str, chunks: Sequence[str], doc_id: str | None = None) -> str:
-        """Save a document and its chunks in one transaction; returns the document id."""
+        """Save a new document and its chunks in one transaction; returns the document id."""
+        ...
+
+    async def save_document(
+        self, name: str, doc_type: str, chunks: Sequence[str], mode: SaveMode = "replace"
+    ) -> SavedDocument:
+        """Save an upload by name, in one transaction: with "replace", the same chunks as a document of
+        that name is that document (unchanged), other chunks replace it (unchanged chunks keep their
+        vectors, new ones wait to be embedded, removed ones go); "new" always adds a document.
+        Concurrent saves of one name are serialized, so they end as one document."""
         ...
 
     async def list_documents(self, limit: int = 100) -> list[DocumentSummary]: ...
@@ -255,4 +298,6 @@ class KnowledgeStore(Protocol):
         """Chunks removed, or None when there is no such document."""
         ...
 
-    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]: ...
+    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
+        """The nearest chunks by cosine distance, each text once (the nearest copy), never a chunk twice."""
+        ...

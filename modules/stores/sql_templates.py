@@ -20,7 +20,7 @@ from modules.settings import TableNames
 # own tables, only where that is allowed (the embedded database, or the explicit --setup).
 HOST_TABLES_FILE = "host_tables.sql"
 SCHEMA_FILE = "schema.sql"
-FUNCTION_FILES = ("queue.sql", "repair.sql", "knowledge.sql", "grants.sql")  # grants.sql last: it covers all
+FUNCTION_FILES = ("queue.sql", "repair.sql", "knowledge.sql", "security.sql", "grants.sql")  # grants.sql covers all
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\d+(,\d+)?\))?(\[\])?$")
@@ -55,13 +55,17 @@ class SqlContext:
         index_base = t.chunks[:40]
         return {
             "schema": schema,
-            "search_path": f"{schema}, extensions, public" if t.schema != "public" else "public, extensions",
+            "search_path": search_path(t.schema),
+            # Versions 1 to 3 ran their functions with this one; migrations 0002 and 0003 keep it so that their
+            # released Supabase files render unchanged, and migration 0004 replaces it on every function.
+            "search_path_v1": f"{schema}, extensions, public" if t.schema != "public" else "public, extensions",
             "chunks": f"{schema}.{quote_identifier(t.chunks)}",
             "chunks_regclass": f"{schema}.{quote_identifier(t.chunks)}",
             "documents": f"{schema}.{quote_identifier(t.documents)}",
             "cache": f"{schema}.{quote_identifier(t.chunks[:40] + '_embedding_cache')}",
             "migrations_table": f"{schema}.{quote_identifier('embq_migrations')}",
             "content": quote_identifier(t.content_column),
+            "content_name": t.content_column,
             "embedding": quote_identifier(t.embedding_column),
             "embedding_name": t.embedding_column,
             "dimensions": str(int(self.dimensions)),
@@ -71,6 +75,18 @@ class SqlContext:
             "id_type": checked_type(self.id_type),
             "doc_id_type": checked_type(self.doc_id_type),
         }
+
+
+def search_path(schema: str) -> str:
+    """The search_path every queue function runs with: pg_catalog first, then where pgvector lives on
+    Supabase (`extensions`), then the queue's schema, then public (where pgvector lives on a plain
+    PostgreSQL), and pg_temp last. Tables are always named with their schema; the path only finds
+    pgvector's type, functions and operators (vector, vector_dims, <=>). Public never comes before
+    `extensions`, so a role that may create objects in public cannot plant a `public.vector_dims` (or a
+    `<=>`) that shadows pgvector's and runs with the caller's rights; nor can anyone through pg_temp."""
+    quoted = quote_identifier(schema)
+    middle = "public" if schema == "public" else f"{quoted}, public"
+    return f"pg_catalog, extensions, {middle}, pg_temp"
 
 
 def render(template: str, context: SqlContext) -> str:

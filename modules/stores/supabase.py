@@ -50,7 +50,10 @@ from modules.stores.base import (
     QueueStatus,
     RepairResult,
     RepairRow,
+    SavedDocument,
+    SaveMode,
     SearchHit,
+    TableAccess,
 )
 from modules.stores.migrations import RELEASED_V1, latest_version
 
@@ -517,6 +520,34 @@ class SupabaseStore:
         )
         return str(value)
 
+    async def save_document(
+        self, name: str, doc_type: str, chunks: Sequence[str], mode: SaveMode = "replace"
+    ) -> SavedDocument:
+        rows = await self._rpc(
+            "embq_ingest_document_v2", {"p_name": name, "p_type": doc_type, "p_chunks": list(chunks), "p_mode": mode}
+        )
+        r = rows[0]
+        return SavedDocument(
+            doc_id=None if r["doc_id"] is None else str(r["doc_id"]),
+            outcome=str(r["outcome"]),
+            kept=int(r["kept"]),
+            added=int(r["added"]),
+            removed=int(r["removed"]),
+        )
+
+    async def table_access(self) -> list[TableAccess]:
+        rows = await self._rows("embq_table_access", {}, None)
+        return [
+            TableAccess(
+                table=str(r["table_name"]),
+                role=str(r["role_name"]),
+                can_select=bool(r["can_select"]),
+                row_security=bool(r["row_security"]),
+                policies=int(r["policies"]),
+            )
+            for r in rows
+        ]
+
     async def list_documents(self, limit: int = 100) -> list[DocumentSummary]:
         rows = await self._rows("embq_list_documents", {"p_limit": limit}, limit)
         return [
@@ -536,9 +567,10 @@ class SupabaseStore:
         return None if value is None else int(value)
 
     async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
-        rows = await self._rows("embq_search", {"p_query": vector_text(query), "p_limit": limit}, limit)
-        return [
-            SearchHit(
+        rows = await self._rows("embq_search_v2", {"p_query": vector_text(query), "p_limit": limit}, limit)
+        hits: dict[str, SearchHit] = {}  # pages re-run the query: never let one chunk count twice
+        for r in rows:
+            hit = SearchHit(
                 chunk_id=str(r["chunk_id"]),
                 doc_id=str(r["doc_id"]),
                 name=r["name"],
@@ -546,8 +578,8 @@ class SupabaseStore:
                 content=str(r["content"]),
                 distance=float(r["distance"]),
             )
-            for r in rows
-        ]
+            hits.setdefault(hit.chunk_id, hit)
+        return list(hits.values())[:limit]
 
 
 def _timestamp(value: Any) -> datetime | None:

@@ -91,6 +91,15 @@ SELECT doc_id, name, type, chunks, embedded, failed FROM {{schema}}.embq_list_do
 -- Delete a document and its chunks.
 SELECT {{schema}}.embq_delete_document(%(doc_id)s) AS removed;
 
+-- name: save_document --
+-- Save an upload by name: unchanged, replaced in place, or created.
+SELECT doc_id, outcome, kept, added, removed
+FROM {{schema}}.embq_ingest_document_v2(%(name)s, %(type)s, %(chunks)s, %(mode)s);
+
 -- name: search --
--- Nearest chunks to a query vector.
-SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.embq_search(%(query)b, %(limit)s);
+-- Nearest chunks to a query vector, each text once.
+SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.embq_search_v2(%(query)b, %(limit)s);
+
+-- name: table_access --
+-- Whether Supabase's API roles can read the host tables.
+SELECT table_name, role_name, can_select, row_security, policies FROM {{schema}}.embq_table_access();

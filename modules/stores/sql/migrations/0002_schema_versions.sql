@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS {{migrations_table}} (
 CREATE OR REPLACE FUNCTION {{schema}}.embq_schema_version()
 RETURNS integer
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     SELECT coalesce(max(m.version), 1) FROM {{migrations_table}} m;
 $$;

@@ -23,7 +23,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.embq_complete_v2(
     p_cache_keys text[] DEFAULT NULL)
 RETURNS TABLE (written integer, changed integer)
 LANGUAGE sql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     WITH r AS (SELECT * FROM unnest(p_ids, p_vectors, p_hashes) WITH ORDINALITY AS r(id, vec, hash, n)),
     done AS (
@@ -63,7 +63,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_fail_v2(p_worker text, p_ids text[], p_errors text[])
 RETURNS integer
 LANGUAGE sql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     WITH r AS (SELECT * FROM unnest(p_ids, p_errors) AS r(id, error)),
     failed AS (
@@ -83,7 +83,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_renew_leases(p_worker text, p_ids text[], p_lease_seconds integer)
 RETURNS SETOF text
 LANGUAGE sql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     UPDATE {{chunks}} c
     SET embedding_lease_expires_at = now() + make_interval(secs => p_lease_seconds)
@@ -95,7 +95,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_lease_owners()
 RETURNS TABLE (owner text, chunks bigint, expires_at timestamptz)
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     SELECT c.embedding_lease_owner, count(*), max(c.embedding_lease_expires_at)
     FROM {{chunks}} c
@@ -112,7 +112,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.embq_claim_v2(
     p_dead_owners text[] DEFAULT '{}')
 RETURNS TABLE (id text, doc_id text, chunk_index integer, content text, title text, attempts integer)
 LANGUAGE plpgsql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
 DECLARE
     picked {{id_type}}[];
@@ -181,7 +181,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.embq_status_v2(
 RETURNS TABLE (total bigint, embedded bigint, pending bigint, failed bigint, in_progress bigint,
                stale_leases bigint, other_model bigint)
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     WITH c AS (
         SELECT c.{{embedding}} IS NOT NULL AS has_vector,
@@ -210,7 +210,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_report_v2(
 RETURNS TABLE (doc_id text, name text, missing bigint, expired_leases bigint, wrong_model bigint,
                wrong_dimension bigint, degenerate bigint, failed bigint, to_reset bigint)
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     WITH rows AS (
         SELECT c.doc_id, c.{{embedding}} IS NOT NULL AS has_vector, c.embedding_failed_at IS NOT NULL AS failed,
@@ -249,7 +249,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_apply_v2(
 RETURNS TABLE (released_leases bigint, wrong_model bigint, wrong_dimension bigint, degenerate bigint,
                reset bigint)
 LANGUAGE plpgsql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
 DECLARE
     v_released bigint;
@@ -314,7 +314,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_cache_lookup(p_keys text[])
 RETURNS TABLE (cache_key text, embedding vector)
 LANGUAGE sql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     UPDATE {{cache}} k SET hits = k.hits + 1
     WHERE k.cache_key = ANY (p_keys) AND vector_norm(k.embedding) BETWEEN 1e-6 AND 1e6
@@ -325,7 +325,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_queue_columns()
 RETURNS TABLE (name text, type text)
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v1}}
 AS $$
     SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
     FROM pg_attribute a

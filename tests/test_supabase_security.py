@@ -1,0 +1,192 @@
+"""Supabase privileges, on the real embedded PostgreSQL with Supabase's roles (anon, authenticated,
+service_role) and default privileges, the committed migration files applied in order as
+`supabase db push` applies them:
+
+- the tables the migration creates get row-level security with no policy for anon or authenticated,
+  and their grants revoked; the service role (through the PostgREST stand-in) still does its work;
+- a host's own tables are left exactly as they were, and embq_table_access() says anon can read them;
+- with pgvector in `extensions`, as on Supabase, a `public.vector_dims` or `public.<=>` planted by a
+  role that may create objects in public never runs when the service role calls the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from modules.settings import Secret, TableNames
+from modules.stores.postgres import PostgresStore
+from modules.stores.supabase import SupabaseStore
+from tests.helpers import fetch_all
+from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
+
+API_ROLES = ("anon", "authenticated")
+OUR_TABLES = ("chunks", "chunks_embedding_cache", "document_sources", "embq_migrations")
+
+
+@pytest.fixture
+def roles(pg_server: str) -> None:
+    ensure_supabase_roles(pg_server)
+
+
+def supabase_store(url: str) -> SupabaseStore:
+    return SupabaseStore(url, Secret(SERVICE_KEY), TableNames(), 768, timeout=5.0, attempts=1)
+
+
+def unit_vector(dimensions: int = 768) -> str:
+    vector = np.zeros(dimensions, dtype=np.float32)
+    vector[0] = 1.0
+    return "[" + ",".join(map(str, vector)) + "]"
+
+
+def as_role(url: str, role: str, statement: str) -> str:
+    """What happens when `role` runs `statement`: 'ok' or the SQLSTATE of the refusal."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            return str(exc.sqlstate)
+    return "ok"
+
+
+async def test_a_fresh_push_leaves_no_table_open_to_the_public_roles(database_url: str, roles: None) -> None:
+    supabase_defaults(database_url)  # Supabase grants every new table to anon and authenticated
+    apply_migration(database_url)
+    rows = await fetch_all(
+        database_url,
+        """SELECT c.relname, c.relrowsecurity,
+                  has_table_privilege('anon', c.oid, 'select, insert, update, delete'),
+                  has_table_privilege('authenticated', c.oid, 'select, insert, update, delete'),
+                  (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
+           FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY 1""",
+    )
+    assert [r[0] for r in rows] == list(OUR_TABLES)
+    assert all(r[1:] == (True, False, False, 0) for r in rows), rows
+    for role in API_ROLES:
+        assert as_role(database_url, role, "SELECT count(*) FROM public.chunks") == "42501"
+        assert as_role(database_url, role, "INSERT INTO public.document_sources (name) VALUES ('x')") == "42501"
+
+    with PostgrestFake(database_url) as fake:  # the service role works as before (it bypasses RLS)
+        store = supabase_store(fake.url)
+        try:
+            await store.prepare()
+            saved = await store.save_document("規程.txt", "txt", ["一つ目の段落です。", "二つ目の段落です。"])
+            assert saved.outcome == "created"
+            assert (await store.status()).pending == 2
+        finally:
+            await store.aclose()
+
+
+async def test_a_hosts_own_tables_are_left_as_they_were_and_reported_readable(database_url: str, roles: None) -> None:
+    supabase_defaults(database_url)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("CREATE EXTENSION vector")
+        await conn.execute(
+            "CREATE TABLE document_sources (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, type text)"
+        )
+        await conn.execute(
+            "CREATE TABLE chunks (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), doc_id uuid REFERENCES "
+            "document_sources(id), chunk_index int, content text, embedding vector(768))"
+        )
+    apply_migration(database_url)
+    rows = await fetch_all(
+        database_url,
+        """SELECT c.relname, c.relrowsecurity, has_table_privilege('anon', c.oid, 'select')
+           FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY 1""",
+    )
+    assert rows == [
+        ("chunks", False, True),  # the host's: untouched
+        ("chunks_embedding_cache", True, False),  # ours
+        ("document_sources", False, True),
+        ("embq_migrations", True, False),
+    ]
+    with PostgrestFake(database_url) as fake:
+        store = supabase_store(fake.url)
+        try:
+            await store.prepare()
+            access = {(a.table, a.role): a for a in await store.table_access()}
+        finally:
+            await store.aclose()
+    assert access[("chunks", "anon")].readable and access[("chunks", "authenticated")].readable
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("ALTER TABLE chunks ENABLE ROW LEVEL SECURITY")
+        await conn.execute("CREATE POLICY public_faq ON chunks FOR SELECT TO anon USING (chunk_index = 0)")
+    store_pg = PostgresStore(database_url, TableNames(), 768)
+    await store_pg.prepare()
+    try:
+        access = {(a.table, a.role): a for a in await store_pg.table_access()}
+    finally:
+        await store_pg.aclose()
+    assert access[("chunks", "anon")].readable and access[("chunks", "anon")].policies == 1
+    assert not access[("chunks", "authenticated")].readable
+
+
+@pytest.fixture
+def vector_in_extensions(database_url: str, pg_server: str, roles: None) -> Iterator[str]:
+    """A database laid out as Supabase's: pgvector in the `extensions` schema, on the search_path, and a
+    role that may create objects in public."""
+    name = database_url.split("?")[0].rsplit("/", 1)[1]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA extensions")
+        conn.execute("CREATE EXTENSION vector WITH SCHEMA extensions")
+        conn.execute(
+            sql.SQL('ALTER DATABASE {} SET search_path = "$user", public, extensions').format(sql.Identifier(name))
+        )
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'intruder'").fetchone()
+        if not exists:
+            conn.execute("CREATE ROLE intruder NOLOGIN")
+        conn.execute("GRANT USAGE, CREATE ON SCHEMA public TO intruder")
+        conn.execute("GRANT USAGE ON SCHEMA extensions TO intruder")
+        conn.execute("GRANT USAGE ON SCHEMA extensions TO service_role")
+    supabase_defaults(database_url)
+    apply_migration(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO document_sources (id, name, type) VALUES ('doc', '規程.md', 'md')")
+        conn.execute(
+            "INSERT INTO chunks (id, doc_id, chunk_index, content, embedding, embedding_model) "
+            "VALUES ('c1', 'doc', 0, '締め日は毎月25日です。', %s::extensions.vector, 'other-model@768')",
+            (unit_vector(),),
+        )
+        conn.execute("SET ROLE intruder")
+        # Planted where the service role's calls would find them first, if public came before extensions.
+        conn.execute(
+            """CREATE FUNCTION public.vector_dims(extensions.vector) RETURNS integer LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'planted public.vector_dims ran as %', current_user; END $$"""
+        )
+        conn.execute(
+            """CREATE FUNCTION public.planted_distance(extensions.vector, extensions.vector)
+               RETURNS double precision LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'planted public.<=> ran as %', current_user; END $$"""
+        )
+        conn.execute(
+            "CREATE OPERATOR public.<=> (LEFTARG = extensions.vector, RIGHTARG = extensions.vector, "
+            "FUNCTION = public.planted_distance)"
+        )
+    yield database_url
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP OWNED BY intruder")
+
+
+async def test_a_function_planted_in_public_never_runs_for_the_service_role(vector_in_extensions: str) -> None:
+    url = vector_in_extensions
+    with PostgrestFake(url) as fake:
+        store = supabase_store(fake.url)
+        try:
+            await store.prepare()
+            # Each would fail with "planted ... ran as service_role" if the planted code were found first.
+            report = await store.repair_report("gemini-embedding-001@768", 768)  # calls vector_dims
+            assert [(r.doc_id, r.wrong_model, r.wrong_dimension) for r in report] == [("doc", 1, 0)]
+            query = np.zeros(768, dtype=np.float32)
+            query[0] = 1.0
+            hits = await store.search(query, 3)  # orders by <=>
+            assert [h.chunk_id for h in hits] == ["c1"] and hits[0].distance == pytest.approx(0.0)
+        finally:
+            await store.aclose()
+    search_paths = await fetch_all(
+        url, "SELECT DISTINCT array_to_string(proconfig, ',') FROM pg_proc WHERE proname ~ '^embq_'"
+    )
+    assert search_paths == [("search_path=pg_catalog, extensions, public, pg_temp",)]
