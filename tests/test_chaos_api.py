@@ -113,7 +113,9 @@ async def test_at_rate_1_an_outage_stops_the_run_charges_nothing_and_releases_ev
         await _run(settings_for(EMBEDDING_MAX_RETRIES=1, EMBEDDING_BATCH_SIZE=5))
     assert words in str(caught.value) and caught.value.retry_hint
     after = rows(database_url)
-    assert [r.id for r in after if r.embedded or r.leased or r.attempts or r.failed_at or r.error] == [], [(r.embedded, r.lease_owner, r.lease_expires_at, r.attempts, r.error) for r in after]
+    assert [r.id for r in after if r.embedded or r.leased or r.attempts or r.failed_at or r.error] == [], [
+        (r.embedded, r.lease_owner, r.lease_expires_at, r.attempts, r.error) for r in after
+    ]
 
 
 @pytest.mark.parametrize("kind", BROKEN_ANSWERS)
