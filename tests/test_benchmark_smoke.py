@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 REPO = Path(__file__).resolve().parent.parent
 THROUGHPUT_COLUMNS = {
     "row",

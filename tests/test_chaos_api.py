@@ -22,6 +22,8 @@ from modules.settings import Settings
 from tests.chaos_helpers import CHAOS_API_KEY, rows, wrong_vectors
 from tests.helpers import corpus, seed_chunks
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 # fault kind -> (simulator field set to the rate, words the recorded reason must contain)
 FAULTS: dict[str, tuple[str, str]] = {
     "500": ("error_rate_500", "500"),

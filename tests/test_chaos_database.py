@@ -35,6 +35,8 @@ from tests.chaos_helpers import (
 )
 from tests.helpers import corpus, seed_chunks
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 
 class OwnServer:
     """An embedded PostgreSQL of this module's own, which the tests may restart or stop."""

@@ -19,6 +19,8 @@ from modules.stores.postgres import PostgresStore
 from tests.chaos_helpers import gemini_env, rows, run_cli, wrong_vectors
 from tests.helpers import corpus, fetch_all, seed_chunks
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 LIMIT = 2048
 
 

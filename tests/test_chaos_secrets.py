@@ -16,6 +16,8 @@ from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, run_simul
 from tests.chaos_helpers import CHAOS_API_KEY, SELFTEST, gemini_env, rows, run_cli, secrets_found
 from tests.helpers import corpus, seed_chunks
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 PASSWORD = "Pw-4e1d9b07-sekrit"
 ACCEPTED_KEY = "the-only-key-the-simulator-takes"
 

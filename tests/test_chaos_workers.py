@@ -32,6 +32,8 @@ from tests.chaos_helpers import (
 )
 from tests.helpers import corpus, seed_chunks
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 
 @pytest.fixture
 def sim() -> Iterator[GeminiSimulator]:

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import corpus, fetch_all, seed_chunks
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"total", "embedded", "pending", "failed", "in_progress"}
 

@@ -517,6 +517,7 @@ def test_run_in_thread_serves_a_synchronous_client() -> None:
         assert simulator.stats.snapshot().embeds_per_text == {text_sha256("three"): 1}
 
 
+@pytest.mark.slow
 def test_cli_prints_the_url_serves_and_exits_0_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     help_text = subprocess.run(

@@ -414,6 +414,7 @@ print(json.dumps({"state": job.state.name, "vectors": [r.response.embedding.valu
 """
 
 
+@pytest.mark.slow
 def test_a_job_survives_its_client_and_is_picked_up_by_name_from_another_process() -> None:
     config = SimulatorConfig(batch_pending_seconds=0.3, batch_running_seconds=0.3)
     with run_simulator_in_thread(config) as simulator:

@@ -111,6 +111,7 @@ def test_extreme_float32_values_encode_as_exact_json_numbers() -> None:
 # ----------------------------------------------------------------------------- delivery
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_drip_never_trips_a_per_read_timeout_only_a_deadline(sim: GeminiSimulator) -> None:
     sim.config.drip_rate = 1.0

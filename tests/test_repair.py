@@ -20,6 +20,8 @@ from modules.stores.base import RepairResult
 from modules.stores.postgres import PostgresStore
 from tests.helpers import fetch_all
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "wordllama-l2_supercat-256@768"  # LocalEmbedder(768).model_id, what EMBEDDING_PROVIDER=local writes
 DIMS = 768

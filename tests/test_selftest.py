@@ -11,6 +11,8 @@ import pytest
 from tests.helpers import TEST_API_KEY, seed_chunks
 from tests.postgrest_fake import ensure_supabase_roles
 
+pytestmark = pytest.mark.slow  # real subprocesses and servers: the full tier only
+
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_DATABASE = "postgresql://postgres:s3cret-pw@127.0.0.1:1/postgres"  # port 1: refused at once
 
@@ -95,7 +97,6 @@ def test_unloadable_settings_exit_2_naming_the_setting(tmp_path: Path) -> None:
     assert_clean(result)
 
 
-@pytest.mark.slow
 async def test_warns_when_the_public_anon_role_can_read_the_chunks(
     database_url: str, pg_server: str, env: dict[str, str]
 ) -> None:

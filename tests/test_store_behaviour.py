@@ -300,6 +300,7 @@ async def _timed_run(backend: Backend, provider: str) -> tuple[float, int]:
     return stats.elapsed, stats.embedded
 
 
+@pytest.mark.slow
 async def test_wall_time_for_1000_chunks(backend: Backend, simulator_or_local: str, capsys: Any) -> None:
     """Prints the wall time of 1,000 chunks through this store (run with -s to see it)."""
     await backend.seed(corpus(1000, docs=10))

@@ -81,6 +81,7 @@ async def test_an_unreachable_api_ends_with_exit_3_within_bounded_time_and_the_n
     assert all(r.embedded for r in rows(database_url)) and wrong_vectors(rows(database_url)) == []
 
 
+@pytest.mark.slow
 async def test_a_dripping_answer_is_cut_at_the_total_deadline(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:
@@ -180,6 +181,7 @@ async def test_a_redirect_is_never_followed_with_the_key(
     assert untouched(database_url) == []
 
 
+@pytest.mark.slow
 async def test_the_key_quoted_by_an_upstream_error_never_reaches_the_database_or_the_screen(
     database_url: str, base_env: dict[str, str], sim: GeminiSimulator
 ) -> None:
@@ -221,6 +223,7 @@ async def test_a_degenerate_vector_is_refused_never_stored_nor_cached(
     assert cached[0][0] == 0
 
 
+@pytest.mark.slow
 async def test_repair_finds_degenerate_vectors_already_stored_and_drops_them_from_the_cache(
     database_url: str, base_env: dict[str, str]
 ) -> None:

@@ -48,6 +48,7 @@ async def store_for(url: str) -> PostgresStore:
     return store
 
 
+@pytest.mark.slow
 async def test_a_slow_call_keeps_its_lease_by_the_heartbeat_and_nobody_takes_its_chunks(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:
@@ -94,6 +95,7 @@ async def test_a_result_is_written_only_by_the_leases_owner(database_url: str) -
     assert stored[0][1] == "fast-worker"
 
 
+@pytest.mark.slow
 async def test_a_run_takes_over_the_chunks_of_a_worker_that_stopped_renewing(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:

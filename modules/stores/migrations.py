@@ -22,7 +22,7 @@ from functools import cache
 from importlib.resources import files
 
 import psycopg
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, dict_row
 
 from modules.logs import get_logger
 from modules.stores.sql_templates import FUNCTION_FILES, SCHEMA_FILE, SqlContext, read_sql_file, render
@@ -77,18 +77,22 @@ def latest_version() -> int:
 async def installed_version(conn: AConn, context: SqlContext) -> int:
     """The version the database has: 0 when the queue was never installed."""
     values = context.values()
-    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (values["migrations_table"],))
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute("SELECT to_regclass(%s) IS NOT NULL AS versioned", (values["migrations_table"],))
     row = await cursor.fetchone()
-    if row and row[0]:
-        cursor = await conn.execute(f"SELECT coalesce(max(version), {RELEASED_V1}) FROM {values['migrations_table']}")
-        version = await cursor.fetchone()
-        return int(version[0]) if version else RELEASED_V1
-    cursor = await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'embq_claim' AND pronamespace = %s::regnamespace)",
+    if row and row["versioned"]:
+        await cursor.execute(
+            f"SELECT coalesce(max(version), {RELEASED_V1}) AS version FROM {values['migrations_table']}"
+        )
+        found = await cursor.fetchone()
+        return int(found["version"]) if found else RELEASED_V1
+    await cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'embq_claim' AND pronamespace = %s::regnamespace) "
+        "AS released",
         (values["schema"],),
     )
     row = await cursor.fetchone()
-    return RELEASED_V1 if row and row[0] else 0
+    return RELEASED_V1 if row and row["released"] else 0
 
 
 async def upgrade(conn: AConn, context: SqlContext) -> tuple[int, int]:

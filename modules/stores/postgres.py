@@ -132,11 +132,12 @@ class PostgresStore:
         t = self._tables
         missing = []
         for setting, table in (("DOCUMENTS_TABLE", t.documents), ("CHUNKS_TABLE", t.chunks)):
-            cursor = await conn.execute(
-                "SELECT to_regclass(quote_ident(%s) || '.' || quote_ident(%s)) IS NULL", (t.schema, table)
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                "SELECT to_regclass(quote_ident(%s) || '.' || quote_ident(%s)) IS NULL AS missing", (t.schema, table)
             )
             row = await cursor.fetchone()
-            if row and row[0]:
+            if row and row["missing"]:
                 missing.append((setting, table))
         if not missing:
             return
@@ -382,26 +383,27 @@ class PostgresStore:
 
 
 async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:
-    cursor = await conn.execute(
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
         """
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.atttypmod
+        SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typname, a.atttypmod AS typmod
         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
         WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
           AND a.attnum > 0 AND NOT a.attisdropped
         """,
         (tables.schema, tables.chunks),
     )
-    columns = {row[0]: row for row in await cursor.fetchall()}
+    columns = {row["name"]: row for row in await cursor.fetchall()}
     missing = [
         c for c in ("id", "doc_id", "chunk_index", tables.content_column, tables.embedding_column) if c not in columns
     ]
     if missing:
         raise StoreError(f"table {tables.schema}.{tables.chunks} lacks the column(s) {', '.join(missing)}")
     vector = columns[tables.embedding_column]
-    if vector[2] != "vector":
-        raise StoreError(f"column {tables.chunks}.{tables.embedding_column} is {vector[1]}, not a pgvector vector")
-    dims = int(vector[3]) if int(vector[3]) > 0 else None
-    return ColumnInfo(dimensions=dims, id_type=str(columns["id"][1]), doc_id_type=str(columns["doc_id"][1]))
+    if vector["typname"] != "vector":
+        raise StoreError(f"column {tables.chunks}.{tables.embedding_column} is {vector['type']}, not a pgvector vector")
+    dims = int(vector["typmod"]) if int(vector["typmod"]) > 0 else None
+    return ColumnInfo(dimensions=dims, id_type=str(columns["id"]["type"]), doc_id_type=str(columns["doc_id"]["type"]))
 
 
 def _short(exc: BaseException) -> str:
