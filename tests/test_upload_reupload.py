@@ -221,3 +221,21 @@ async def test_the_supabase_store_saves_by_name_and_searches_each_text_once(
         )
     finally:
         await store.aclose()
+
+
+async def test_a_search_whose_upstream_error_quotes_the_key_answers_without_it(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    await create_tables(database_url)
+    config = SimulatorConfig(echo_key_rate=1.0, echo_key_style="request")
+    async with GeminiSimulator(config) as simulator:
+        settings = make_settings(
+            KNOWLEDGE_API_TOKEN=API_TOKEN,
+            EMBEDDING_PROVIDER="gemini",
+            GOOGLE_API_KEY=TEST_API_KEY,
+            GOOGLE_GEMINI_BASE_URL=simulator.base_url,
+        )
+        async with running_app(settings) as (client, _):
+            response = await client.get("/knowledge/search", params={"q": "締め日"})
+    assert response.status_code == 502
+    assert "invalid argument" in response.text and TEST_API_KEY not in response.text and "***" in response.text
