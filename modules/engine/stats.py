@@ -32,6 +32,8 @@ class RunStats:
     batches: int = 0
     splits: int = 0
     deferred: int = 0  # batches given back untouched because the API was failing
+    batch_jobs_submitted: int = 0  # Batch API jobs this run submitted (--batch-api)
+    batch_chunks_submitted: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     aborted: str | None = None  # why the run stopped early, if it did

@@ -136,6 +136,45 @@ class RepairResult:
     reset: int  # vectors cleared (wrong model, dimension or norm, counted once), now pending again
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """A Batch API job as the database tracks it (see sql/batch.sql). Its chunks are leased to
+    'batch:<id>'; `chunk_ids` and `content_hashes` are in the order the requests were sent."""
+
+    id: str
+    name: str | None  # Google's batches/..., once the API accepted the job
+    model: str  # the model id the vectors are recorded under
+    state: str  # claimed | submitting | submitted | done
+    remote_state: str | None
+    chunk_ids: tuple[str, ...]
+    content_hashes: tuple[str, ...]
+    cache_keys: tuple[str | None, ...]
+    tokens: int | None
+    created_at: datetime
+    submitted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class BatchJobSummary:
+    """A job as --status shows it."""
+
+    id: str
+    name: str | None
+    model: str
+    state: str
+    remote_state: str | None
+    outcome: str | None  # ingested | failed | expired | cancelled | abandoned (when done)
+    chunks: int
+    tokens: int | None
+    embedded: int | None
+    failed: int | None
+    released: int | None
+    created_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
 @dataclass
 class ClaimFilter:
     mode: ClaimMode = ClaimMode.PENDING
@@ -203,6 +242,37 @@ class ChunkStore(Protocol):
     ) -> list[RepairRow]:
         """Per document: what is missing, leased by a dead worker, or embedded wrongly (model, dimension, norm)."""
         ...
+
+    # --- the Batch API route (sql/batch.sql) ------------------------------------------------------
+
+    async def batch_claim(self, job_id: str, model_id: str, worker: str, limit: int, where: ClaimFilter) -> list[Chunk]:
+        """Create the job's row and lease up to `limit` chunks to it, in one transaction."""
+        ...
+
+    async def batch_prepared(
+        self,
+        job_id: str,
+        chunk_ids: Sequence[str],
+        content_hashes: Sequence[str],
+        cache_keys: Sequence[str | None],
+        tokens: int,
+    ) -> None: ...
+
+    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None: ...
+
+    async def batch_take(self, worker: str, lease_seconds: int, limit: int) -> list[BatchJob]:
+        """Lease the unfinished jobs no live run is tracking."""
+        ...
+
+    async def batch_seen(self, job_id: str, worker: str, remote_state: str | None) -> None: ...
+
+    async def batch_finish(
+        self, job_id: str, outcome: str, embedded: int, failed: int, error: str | None = None
+    ) -> int:
+        """End a job: its chunks not written go back to pending; returns how many."""
+        ...
+
+    async def batch_jobs(self, recent: int = 10) -> list[BatchJobSummary]: ...
 
     async def repair_apply(
         self,

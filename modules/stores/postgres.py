@@ -22,6 +22,8 @@ from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableErro
 from modules.logs import get_logger
 from modules.settings import TableNames
 from modules.stores.base import (
+    BatchJob,
+    BatchJobSummary,
     CacheStats,
     Chunk,
     ClaimFilter,
@@ -42,6 +44,7 @@ from modules.stores.base import (
     TableAccess,
 )
 from modules.stores.migrations import upgrade
+from modules.stores.rows import batch_job, batch_job_summary
 from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
 
 log = get_logger(__name__)
@@ -325,6 +328,70 @@ class PostgresStore:
             },
         )
         return RepairResult(**{k: int(v) for k, v in row.items()})
+
+    # --- the Batch API route ------------------------------------------------------------------
+
+    async def batch_claim(self, job_id: str, model_id: str, worker: str, limit: int, where: ClaimFilter) -> list[Chunk]:
+        rows = await self._fetch(
+            "batch_claim",
+            {
+                "job_id": job_id,
+                "model": model_id,
+                "worker": worker,
+                "limit": limit,
+                "mode": where.mode.value,
+                "doc_id": where.doc_id,
+                "failed_before": where.failed_before,
+                "dead_owners": list(where.dead_owners),
+            },
+        )
+        return [
+            Chunk(
+                str(r["id"]), str(r["doc_id"]), int(r["chunk_index"]), str(r["content"]), r["title"], int(r["attempts"])
+            )
+            for r in rows
+        ]
+
+    async def batch_prepared(
+        self,
+        job_id: str,
+        chunk_ids: Sequence[str],
+        content_hashes: Sequence[str],
+        cache_keys: Sequence[str | None],
+        tokens: int,
+    ) -> None:
+        await self._fetch(
+            "batch_prepared",
+            {
+                "job_id": job_id,
+                "chunk_ids": list(chunk_ids),
+                "hashes": list(content_hashes),
+                "cache_keys": list(cache_keys),
+                "tokens": tokens,
+            },
+        )
+
+    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None:
+        await self._fetch("batch_submitted", {"job_id": job_id, "name": name, "remote_state": remote_state})
+
+    async def batch_take(self, worker: str, lease_seconds: int, limit: int) -> list[BatchJob]:
+        rows = await self._fetch("batch_take", {"worker": worker, "lease_seconds": lease_seconds, "limit": limit})
+        return [batch_job(r) for r in rows]
+
+    async def batch_seen(self, job_id: str, worker: str, remote_state: str | None) -> None:
+        await self._fetch("batch_seen", {"job_id": job_id, "worker": worker, "remote_state": remote_state})
+
+    async def batch_finish(
+        self, job_id: str, outcome: str, embedded: int, failed: int, error: str | None = None
+    ) -> int:
+        row = await self._one(
+            "batch_finish",
+            {"job_id": job_id, "outcome": outcome, "embedded": embedded, "failed": failed, "error": error},
+        )
+        return int(row["released"])
+
+    async def batch_jobs(self, recent: int = 10) -> list[BatchJobSummary]:
+        return [batch_job_summary(r) for r in await self._fetch("batch_jobs", {"recent": recent})]
 
     # --- knowledge side --------------------------------------------------------------------------
 

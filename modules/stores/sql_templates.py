@@ -20,7 +20,14 @@ from modules.settings import TableNames
 # own tables, only where that is allowed (the embedded database, or the explicit --setup).
 HOST_TABLES_FILE = "host_tables.sql"
 SCHEMA_FILE = "schema.sql"
-FUNCTION_FILES = ("queue.sql", "repair.sql", "knowledge.sql", "security.sql", "grants.sql")  # grants.sql covers all
+FUNCTION_FILES = (
+    "queue.sql",
+    "repair.sql",
+    "knowledge.sql",
+    "batch.sql",
+    "security.sql",
+    "grants.sql",
+)  # grants.sql covers all
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\d+(,\d+)?\))?(\[\])?$")
@@ -64,6 +71,7 @@ class SqlContext:
             "documents": f"{schema}.{quote_identifier(t.documents)}",
             "cache": f"{schema}.{quote_identifier(t.chunks[:40] + '_embedding_cache')}",
             "migrations_table": f"{schema}.{quote_identifier('embq_migrations')}",
+            "batch_jobs": f"{schema}.{quote_identifier('embq_batch_jobs')}",
             "content": quote_identifier(t.content_column),
             "content_name": t.content_column,
             "embedding": quote_identifier(t.embedding_column),

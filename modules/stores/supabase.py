@@ -36,6 +36,8 @@ from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableErro
 from modules.logs import get_logger
 from modules.settings import Secret, TableNames
 from modules.stores.base import (
+    BatchJob,
+    BatchJobSummary,
     CacheStats,
     Chunk,
     ClaimFilter,
@@ -56,6 +58,7 @@ from modules.stores.base import (
     TableAccess,
 )
 from modules.stores.migrations import RELEASED_V1, latest_version
+from modules.stores.rows import batch_job, batch_job_summary
 
 log = get_logger(__name__)
 
@@ -511,6 +514,72 @@ class SupabaseStore:
             },
         )
         return RepairResult(**{k: int(v) for k, v in rows[0].items()})
+
+    # --- the Batch API route ------------------------------------------------------------------
+
+    async def batch_claim(self, job_id: str, model_id: str, worker: str, limit: int, where: ClaimFilter) -> list[Chunk]:
+        rows = await self._rpc(
+            "embq_batch_claim",
+            {
+                "p_job_id": job_id,
+                "p_model": model_id,
+                "p_worker": worker,
+                "p_limit": limit,
+                "p_mode": where.mode.value,
+                "p_doc_id": where.doc_id,
+                "p_failed_before": where.failed_before.isoformat() if where.failed_before else None,
+                "p_dead_owners": list(where.dead_owners),
+            },
+        )
+        return [
+            Chunk(
+                str(r["id"]), str(r["doc_id"]), int(r["chunk_index"]), str(r["content"]), r["title"], int(r["attempts"])
+            )
+            for r in rows or []
+        ]
+
+    async def batch_prepared(
+        self,
+        job_id: str,
+        chunk_ids: Sequence[str],
+        content_hashes: Sequence[str],
+        cache_keys: Sequence[str | None],
+        tokens: int,
+    ) -> None:
+        await self._rpc(
+            "embq_batch_prepared",
+            {
+                "p_job_id": job_id,
+                "p_chunk_ids": list(chunk_ids),
+                "p_hashes": list(content_hashes),
+                "p_cache_keys": list(cache_keys),
+                "p_tokens": tokens,
+            },
+        )
+
+    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None:
+        await self._rpc("embq_batch_submitted", {"p_job_id": job_id, "p_name": name, "p_remote_state": remote_state})
+
+    async def batch_take(self, worker: str, lease_seconds: int, limit: int) -> list[BatchJob]:
+        rows = await self._rpc(
+            "embq_batch_take", {"p_worker": worker, "p_lease_seconds": lease_seconds, "p_limit": limit}
+        )
+        return [batch_job(r) for r in rows or []]
+
+    async def batch_seen(self, job_id: str, worker: str, remote_state: str | None) -> None:
+        await self._rpc("embq_batch_seen", {"p_job_id": job_id, "p_worker": worker, "p_remote_state": remote_state})
+
+    async def batch_finish(
+        self, job_id: str, outcome: str, embedded: int, failed: int, error: str | None = None
+    ) -> int:
+        released = await self._rpc(
+            "embq_batch_finish",
+            {"p_job_id": job_id, "p_outcome": outcome, "p_embedded": embedded, "p_failed": failed, "p_error": error},
+        )
+        return int(released)
+
+    async def batch_jobs(self, recent: int = 10) -> list[BatchJobSummary]:
+        return [batch_job_summary(r) for r in await self._rows("embq_batch_jobs", {"p_recent": recent}, None)]
 
     # --- knowledge side (uploads, listing, search) ---------------------------------------------
 

@@ -103,3 +103,36 @@ SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.em
 -- name: table_access --
 -- Whether Supabase's API roles can read the host tables.
 SELECT table_name, role_name, can_select, row_security, policies FROM {{schema}}.embq_table_access();
+
+-- name: batch_claim --
+-- Create a Batch API job and lease chunks to it, in one transaction.
+SELECT id, doc_id, chunk_index, content, title, attempts
+FROM {{schema}}.embq_batch_claim(%(job_id)s, %(model)s, %(worker)s, %(limit)s, %(mode)s, %(doc_id)s,
+                                 %(failed_before)s, %(dead_owners)s);
+
+-- name: batch_prepared --
+-- Record which chunks a job carries, in the order sent.
+SELECT {{schema}}.embq_batch_prepared(%(job_id)s, %(chunk_ids)s, %(hashes)s, %(cache_keys)s, %(tokens)s) AS done;
+
+-- name: batch_submitted --
+-- The API accepted the job.
+SELECT {{schema}}.embq_batch_submitted(%(job_id)s, %(name)s, %(remote_state)s) AS done;
+
+-- name: batch_take --
+-- Lease the unfinished jobs no live run is tracking.
+SELECT id, name, model, state, remote_state, chunk_ids, content_hashes, cache_keys, tokens, created_at, submitted_at
+FROM {{schema}}.embq_batch_take(%(worker)s, %(lease_seconds)s, %(limit)s);
+
+-- name: batch_seen --
+-- What the API last said of a job; its lease is given back.
+SELECT {{schema}}.embq_batch_seen(%(job_id)s, %(worker)s, %(remote_state)s) AS done;
+
+-- name: batch_finish --
+-- End a job; its unwritten chunks go back to pending.
+SELECT {{schema}}.embq_batch_finish(%(job_id)s, %(outcome)s, %(embedded)s, %(failed)s, %(error)s) AS released;
+
+-- name: batch_jobs --
+-- Jobs not done, then the last ones done.
+SELECT id, name, model, state, remote_state, outcome, chunks, tokens, embedded, failed, released, created_at,
+       submitted_at, finished_at, error
+FROM {{schema}}.embq_batch_jobs(%(recent)s);

@@ -55,3 +55,27 @@ CREATE TABLE IF NOT EXISTS {{migrations_table}} (
     name        text NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Batch API jobs (see batch.sql): which chunks each carries, where it stands, and how it ended. A job's
+-- chunks are leased to 'batch:<id>' while it runs; the row is what lets any later run pick it up by name.
+CREATE TABLE IF NOT EXISTS {{batch_jobs}} (
+    id                text PRIMARY KEY,
+    name              text UNIQUE,
+    model             text NOT NULL,
+    state             text NOT NULL,
+    remote_state      text,
+    chunk_ids         text[],
+    content_hashes    text[],
+    cache_keys        text[],
+    tokens            bigint,
+    worker            text,
+    lease_expires_at  timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    submitted_at      timestamptz,
+    finished_at       timestamptz,
+    outcome           text,
+    embedded          integer,
+    failed            integer,
+    released          integer,
+    error             text
+);
