@@ -31,7 +31,7 @@ import numpy as np
 
 from modules.embedders.base import EmbedRequest, checked_vectors
 from modules.embedders.batch_base import BatchEmbedder, ItemResult, JobState, RemoteJob
-from modules.engine.resilience import finish_despite_cancel, with_db_retries
+from modules.engine.resilience import finish_despite_cancel
 from modules.engine.screening import Item, Screener
 from modules.engine.stats import RunStats
 from modules.errors import (
@@ -82,10 +82,8 @@ class BatchRoute:
         while remaining is None or remaining > 0:
             size = self.options.job_size if remaining is None else min(self.options.job_size, remaining)
             job_id = uuid.uuid4().hex
-            chunks = await with_db_retries(
-                "バッチジョブのチャンク取得",
-                lambda: self.store.batch_claim(job_id, self.client.model_id, self.options.worker, size, where),
-            )
+            # Not retried: a claim whose answer was lost leaves a job row the next run releases.
+            chunks = await self.store.batch_claim(job_id, self.client.model_id, self.options.worker, size, where)
             if not chunks:
                 await self.store.batch_finish(job_id, "empty", 0, 0)
                 break
