@@ -142,11 +142,11 @@ class BatchRoute:
 
     # --- tracking ----------------------------------------------------------------------------------
 
-    async def track(self) -> int:
-        """Look at every job no other run is tracking: adopt, ingest or close what can be. Returns how
-        many of them are still running at the API."""
+    async def track(self, dead_owners: Sequence[str] = ()) -> int:
+        """Look at every job no other live run is tracking: adopt, ingest or close what can be. Returns
+        how many of them are still running at the API."""
         running = 0
-        for job in await self.store.batch_take(self.options.worker, TRACK_LEASE_SECONDS, 100):
+        for job in await self.store.batch_take(self.options.worker, TRACK_LEASE_SECONDS, 100, dead_owners):
             try:
                 remote = await self._remote(job)
             except (TransientEmbeddingError, RateLimitedError) as exc:  # try again at the next look

@@ -260,8 +260,10 @@ class ChunkStore(Protocol):
 
     async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None: ...
 
-    async def batch_take(self, worker: str, lease_seconds: int, limit: int) -> list[BatchJob]:
-        """Lease the unfinished jobs no live run is tracking."""
+    async def batch_take(
+        self, worker: str, lease_seconds: int, limit: int, dead_owners: Sequence[str] = ()
+    ) -> list[BatchJob]:
+        """Lease the unfinished jobs no live run is tracking (those of `dead_owners` included)."""
         ...
 
     async def batch_seen(self, job_id: str, worker: str, remote_state: str | None) -> None: ...

@@ -374,8 +374,13 @@ class PostgresStore:
     async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None:
         await self._fetch("batch_submitted", {"job_id": job_id, "name": name, "remote_state": remote_state})
 
-    async def batch_take(self, worker: str, lease_seconds: int, limit: int) -> list[BatchJob]:
-        rows = await self._fetch("batch_take", {"worker": worker, "lease_seconds": lease_seconds, "limit": limit})
+    async def batch_take(
+        self, worker: str, lease_seconds: int, limit: int, dead_owners: Sequence[str] = ()
+    ) -> list[BatchJob]:
+        rows = await self._fetch(
+            "batch_take",
+            {"worker": worker, "lease_seconds": lease_seconds, "limit": limit, "dead_owners": list(dead_owners)},
+        )
         return [batch_job(r) for r in rows]
 
     async def batch_seen(self, job_id: str, worker: str, remote_state: str | None) -> None:

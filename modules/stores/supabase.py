@@ -560,9 +560,17 @@ class SupabaseStore:
     async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None:
         await self._rpc("embq_batch_submitted", {"p_job_id": job_id, "p_name": name, "p_remote_state": remote_state})
 
-    async def batch_take(self, worker: str, lease_seconds: int, limit: int) -> list[BatchJob]:
+    async def batch_take(
+        self, worker: str, lease_seconds: int, limit: int, dead_owners: Sequence[str] = ()
+    ) -> list[BatchJob]:
         rows = await self._rpc(
-            "embq_batch_take", {"p_worker": worker, "p_lease_seconds": lease_seconds, "p_limit": limit}
+            "embq_batch_take",
+            {
+                "p_worker": worker,
+                "p_lease_seconds": lease_seconds,
+                "p_limit": limit,
+                "p_dead_owners": list(dead_owners),
+            },
         )
         return [batch_job(r) for r in rows or []]
 

@@ -121,7 +121,7 @@ SELECT {{schema}}.embq_batch_submitted(%(job_id)s, %(name)s, %(remote_state)s) A
 -- name: batch_take --
 -- Lease the unfinished jobs no live run is tracking.
 SELECT id, name, model, state, remote_state, chunk_ids, content_hashes, cache_keys, tokens, created_at, submitted_at
-FROM {{schema}}.embq_batch_take(%(worker)s, %(lease_seconds)s, %(limit)s);
+FROM {{schema}}.embq_batch_take(%(worker)s, %(lease_seconds)s, %(limit)s, %(dead_owners)s);
 
 -- name: batch_seen --
 -- What the API last said of a job; its lease is given back.

@@ -79,9 +79,11 @@ AS $$
     WHERE j.id = p_job_id;
 $$;
 
--- Jobs not finished whose lease is free (or expired: the run tracking them died), leased to p_worker for
--- p_lease_seconds, oldest first. SKIP LOCKED: two runs never track the same job at once.
-CREATE OR REPLACE FUNCTION {{schema}}.embq_batch_take(p_worker text, p_lease_seconds integer, p_limit integer)
+-- Jobs not finished whose lease is free (or expired, or held by one of p_dead_owners: the run tracking
+-- them died), leased to p_worker for p_lease_seconds, oldest first. SKIP LOCKED: two runs never track
+-- the same job at once.
+CREATE OR REPLACE FUNCTION {{schema}}.embq_batch_take(
+    p_worker text, p_lease_seconds integer, p_limit integer, p_dead_owners text[] DEFAULT '{}')
 RETURNS TABLE (id text, name text, model text, state text, remote_state text, chunk_ids text[],
                content_hashes text[], cache_keys text[], tokens bigint, created_at timestamptz,
                submitted_at timestamptz)
@@ -90,7 +92,8 @@ SET search_path = {{search_path}}
 AS $$
     WITH free AS (
         SELECT j.id FROM {{batch_jobs}} j
-        WHERE j.state <> 'done' AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
+        WHERE j.state <> 'done'
+          AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now() OR j.worker = ANY (coalesce(p_dead_owners, '{}')))
         ORDER BY j.created_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED),
