@@ -21,6 +21,9 @@ from types import TracebackType
 
 from modules.embedders import make_embedder
 from modules.embedders.base import Embedder
+from modules.embedders.gemini import GeminiEmbedder
+from modules.embedders.gemini_batch import GeminiBatchEmbedder
+from modules.engine.batch_route import BatchOptions, BatchRoute
 from modules.engine.breaker import CircuitBreaker
 from modules.engine.pacing import Pacer
 from modules.engine.recovery import RetryPolicy
@@ -29,7 +32,13 @@ from modules.engine.run import EmbeddingRun, RunOptions
 from modules.engine.screening import Screener
 from modules.engine.stats import RunStats, log_final_statistics
 from modules.engine.workers import dead_local_owners, worker_name
-from modules.errors import ApiUnavailableError, ModelMismatchError, StoreError, UnknownDocumentError
+from modules.errors import (
+    ApiUnavailableError,
+    ModelMismatchError,
+    ProviderConfigError,
+    StoreError,
+    UnknownDocumentError,
+)
 from modules.logs import get_logger
 from modules.settings import Settings, load_settings
 from modules.stores import open_store
@@ -130,10 +139,17 @@ class BatchEmbeddingGenerator:
         limit: int | None = None,
         retry_failed: bool = False,
         allow_model_mix: bool | None = None,
+        batch_api: bool | None = None,
+        wait_for_batch: bool = True,
     ) -> RunStats:
         """Embed the selected chunks and return the run's stats (`stats.ok`: nothing in scope is left
         failed or pending). Raises ApiUnavailableError when the API can't be used (chunks released),
-        ModelMismatchError when the column holds another model's vectors (unless allowed)."""
+        ModelMismatchError when the column holds another model's vectors (unless allowed).
+
+        Every run first ingests Batch API jobs that finished meanwhile. With `batch_api` (default: when
+        EMBEDDING_BATCH_API_THRESHOLD is set and the selection is larger), the selected chunks go into
+        Batch API jobs instead; with `wait_for_batch` the run tracks them until they end and embeds
+        online whatever they could not."""
         store, model_id = self.store, self.embedder.model_id
         if doc_id is not None and not await store.document_exists(doc_id):
             raise UnknownDocumentError(doc_id)
@@ -167,7 +183,22 @@ class BatchEmbeddingGenerator:
         where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead)
         breaker = CircuitBreaker(outage_seconds=self.settings.outage_seconds)
         pacer = self._new_pacer()
+        route = self._batch_route(stats)
+        threshold = self.settings.batch_api_threshold
+        use_batch = batch_api if batch_api is not None else threshold is not None and selected > threshold
         try:
+            if route is not None:
+                await route.track(dead)  # jobs that finished since the last run: ingested now
+            if use_batch:
+                if route is None:
+                    raise ProviderConfigError("--batch-api needs EMBEDDING_PROVIDER=gemini (the Batch API is Google's)")
+                log.info("📮 Batch API で処理します (オンラインの半額・24時間以内に完了)")
+                await route.submit(where, limit)
+                if not wait_for_batch:
+                    return stats
+                await route.wait(dead_owners=dead)
+                if limit is not None:
+                    limit = max(0, limit - stats.processed)
             await self._new_run(where, limit, stats, pacer, breaker).execute()
             if limit is None:
                 wait = await self._abandoned_lease_wait(doc_id)
@@ -182,6 +213,24 @@ class BatchEmbeddingGenerator:
             await self._count_scope(stats, doc_id, model_id)
             log_final_statistics(stats)
         return stats
+
+    def _batch_route(self, stats: RunStats) -> BatchRoute | None:
+        """The Batch API route, where the provider has one (Gemini)."""
+        if not isinstance(self.embedder, GeminiEmbedder):
+            return None
+        s = self.settings
+        return BatchRoute(
+            store=self.store,
+            client=GeminiBatchEmbedder(self.embedder),
+            screener=self._screener(),
+            options=BatchOptions(
+                worker=self.worker,
+                job_size=s.batch_job_size,
+                poll_seconds=s.batch_poll_seconds,
+                secrets=tuple(s.secrets()),
+            ),
+            stats=stats,
+        )
 
     def _new_run(
         self, where: ClaimFilter, limit: int | None, stats: RunStats, pacer: Pacer, breaker: CircuitBreaker
@@ -207,7 +256,8 @@ class BatchEmbeddingGenerator:
 
     async def dead_owners(self) -> tuple[str, ...]:
         """Lease owners on this host whose process is gone: their chunks are taken at once."""
-        return dead_local_owners(o.owner for o in await self.store.lease_owners())
+        owners = [o.owner for o in await self.store.lease_owners()] + await self.store.batch_workers()
+        return dead_local_owners(owners)
 
     async def _abandoned_lease_wait(self, doc_id: str | None) -> float | None:
         """If chunks in scope are leased by a worker that stopped renewing (a live one renews every

@@ -37,8 +37,10 @@ class RateLimitedError(EmbeddingError):
 class TransientEmbeddingError(EmbeddingError):
     """5xx, timeouts, dropped connections, malformed or inconsistent answers: worth retrying as is."""
 
-    def __init__(self, message: str, *, refused: bool = False, outage: bool = True) -> None:
+    def __init__(self, message: str, *, refused: bool = False, outage: bool = True, unsent: bool = False) -> None:
         super().__init__(message)
+        # The request never left (no connection could be made): certainly nothing happened upstream.
+        self.unsent = unsent
         # The server answered with an error before doing the work (500/502/503): taken as not charged
         # to the quota. A timeout, a dropped connection or a broken answer may have been.
         self.refused = refused

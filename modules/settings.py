@@ -527,6 +527,30 @@ class Settings:
         "batching",
         "A chunk over the input limit: truncate it to fit, or fail it.",
     )
+    batch_api_threshold: int | None = setting(
+        None,
+        "EMBEDDING_BATCH_API_THRESHOLD",
+        optional_integer(1),
+        "batching",
+        "A run whose selection is larger than this goes through the Batch API (half the price, done within "
+        "24 h). Empty: only with --batch-api.",
+        shown_default="none",
+        example="",
+    )
+    batch_job_size: int = setting(
+        5000,
+        "EMBEDDING_BATCH_JOB_SIZE",
+        integer(1, 1_000_000),
+        "batching",
+        "Chunks per Batch API job (a job over 18 MB of requests goes as a file).",
+    )
+    batch_poll_seconds: float = setting(
+        60.0,
+        "EMBEDDING_BATCH_POLL_SECONDS",
+        seconds(0.05, 3600.0),
+        "batching",
+        "How often a run waiting for Batch API jobs asks how they stand.",
+    )
     allow_model_mix: bool = setting(
         False,
         "EMBEDDING_ALLOW_MODEL_MIX",

@@ -16,7 +16,7 @@ from modules.embedders.gemini import GeminiEmbedder
 from modules.embedding_models import model_info
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, model_embedding, text_sha256
 from modules.settings import Settings, SettingsError, load_settings
-from tests.conftest import TEST_API_KEY, corpus, fetch_all, seed_chunks
+from tests.helpers import TEST_API_KEY, corpus, fetch_all, seed_chunks
 
 MODEL_2 = "gemini-embedding-2"
 

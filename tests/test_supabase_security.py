@@ -24,7 +24,7 @@ from tests.helpers import fetch_all
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
 API_ROLES = ("anon", "authenticated")
-OUR_TABLES = ("chunks", "chunks_embedding_cache", "document_sources", "embq_migrations")
+OUR_TABLES = ("chunks", "chunks_embedding_cache", "document_sources", "embq_batch_jobs", "embq_migrations")
 
 
 @pytest.fixture
@@ -102,6 +102,7 @@ async def test_a_hosts_own_tables_are_left_as_they_were_and_reported_readable(da
         ("chunks", False, True),  # the host's: untouched
         ("chunks_embedding_cache", True, False),  # ours
         ("document_sources", False, True),
+        ("embq_batch_jobs", True, False),
         ("embq_migrations", True, False),
     ]
     with PostgrestFake(database_url) as fake:

@@ -17,7 +17,7 @@ from modules.cli.common import (
     setup,
 )
 from modules.cli.progress import show_progress
-from modules.cli.status_view import format_status, status_dict
+from modules.cli.status_view import batch_jobs_list, format_batch_jobs, format_status, status_dict
 from modules.engine.stats import RunStats
 from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
 from modules.logs import get_logger
@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--by-document", action="store_true", help="with --status: a line per document")
     parser.add_argument("--errors", action="store_true", help="with --status: the most common recorded errors")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.add_argument(
+        "--batch-api",
+        action="store_true",
+        help="embed through Google's Batch API: half the price, done within 24 h; the jobs are tracked in the "
+        "database, so any later run picks them up",
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="with --batch-api: submit the jobs and exit (a later run ingests them)"
+    )
     parser.add_argument(
         "--setup",
         action="store_true",
@@ -112,7 +121,13 @@ async def first_time_setup(settings: Settings) -> int:
 
 
 async def run(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> RunStats:
-    return await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
+    return await generator.run(
+        doc_id=args.doc_id,
+        limit=args.limit,
+        retry_failed=args.retry_only,
+        batch_api=True if args.batch_api else None,
+        wait_for_batch=not args.no_wait,
+    )
 
 
 async def report(generator: BatchEmbeddingGenerator, args: argparse.Namespace, stats: RunStats) -> None:
@@ -135,16 +150,20 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     documents = await store.status_by_document() if args.by_document else None
     errors = await store.recent_errors() if args.errors else None
     cache = await store.cache_stats()
+    jobs = await store.batch_jobs(recent=5)
     if args.json:
         extra = {
             "model": generator.embedder.model_id,
             "dimensions": generator.settings.dimensions,
             "cache_entries": cache.entries,
             "cache_hits": cache.hits,
+            "batch_jobs": batch_jobs_list(jobs),
         }
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
         print(format_status(status, documents=documents, errors=errors, cache=cache))
+        if jobs:
+            print(format_batch_jobs(jobs))
     return EXIT_OK
 
 

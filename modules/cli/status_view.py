@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from modules.stores.base import CacheStats, DocumentStatus, ErrorGroup, QueueStatus
+from modules.stores.base import BatchJobSummary, CacheStats, DocumentStatus, ErrorGroup, QueueStatus
 
 
 def status_dict(
@@ -97,3 +98,50 @@ def format_status(
             when = e.last_seen.strftime("%Y-%m-%d %H:%M") if e.last_seen else "-"
             lines.append(f"  {e.chunks:>6} 件 (最終 {when}): {e.error}")
     return "\n".join(lines)
+
+
+def batch_jobs_list(jobs: list[BatchJobSummary]) -> list[dict[str, Any]]:
+    """Batch API jobs for --status --json: those in flight, then the last ones done."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "id": j.id,
+            "name": j.name,
+            "model": j.model,
+            "state": j.state,
+            "remote_state": j.remote_state,
+            "outcome": j.outcome,
+            "chunks": j.chunks,
+            "tokens": j.tokens,
+            "embedded": j.embedded,
+            "failed": j.failed,
+            "released": j.released,
+            "age_seconds": round((now - j.created_at).total_seconds()),
+            "submitted_at": j.submitted_at.isoformat() if j.submitted_at else None,
+            "finished_at": j.finished_at.isoformat() if j.finished_at else None,
+        }
+        for j in jobs
+    ]
+
+
+def format_batch_jobs(jobs: list[BatchJobSummary]) -> str:
+    now = datetime.now(UTC)
+    lines = ["", "📮 Batch API ジョブ"]
+    for j in jobs:
+        age = _age((now - j.created_at).total_seconds())
+        if j.state != "done":
+            lines.append(f"  {j.name or j.id}: {j.remote_state or j.state} | {j.chunks}チャンク | 経過 {age}")
+        else:
+            lines.append(
+                f"  {j.name or j.id}: 完了 ({j.outcome}) | 成功 {j.embedded or 0} | 失敗 {j.failed or 0}"
+                f" | 未処理に戻した {j.released or 0}"
+            )
+    return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}秒"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}分"
+    return f"{seconds / 3600:.1f}時間"

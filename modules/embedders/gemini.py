@@ -85,6 +85,22 @@ class GeminiEmbedder:
         return f"{self._model}@{self._dimensions}"
 
     @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def task_type(self) -> str:
+        return self._task_type
+
+    @property
+    def client(self) -> genai.Client:
+        """The SDK client, shared with the Batch API adapter (gemini_batch.py)."""
+        return self._client
+
+    def title_of(self, request: EmbedRequest) -> str | None:
+        return request.title if self._use_title else None
+
+    @property
     def dimensions(self) -> int:
         return self._dimensions
 
@@ -153,24 +169,29 @@ class GeminiEmbedder:
                     config=config,
                 )
         except genai_errors.APIError as exc:
-            raise self._scrubbed(classify_api_error(exc)) from None
+            raise self.scrubbed(classify_api_error(exc)) from None
         except TimeoutError:
             raise TransientEmbeddingError(
                 f"no complete answer within {self._deadline:g}s (EMBEDDING_REQUEST_TIMEOUT)"
             ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise self._scrubbed(
+            raise self.scrubbed(
                 TransientEmbeddingError(f"malformed answer: {type(exc).__name__}: {_first_line(exc)}", outage=False)
             ) from None
         except Exception as exc:
-            kind = _transport_failure(exc)
+            kind = transport_failure(exc)
             if kind is None:
                 raise
-            raise self._scrubbed(TransientEmbeddingError(f"{kind}: {type(exc).__name__}: {_first_line(exc)}")) from None
+            unsent = never_sent(exc)
+            raise self.scrubbed(
+                TransientEmbeddingError(
+                    f"{kind}: {type(exc).__name__}: {_first_line(exc)}", refused=unsent, unsent=unsent
+                )
+            ) from None
         embeddings = response.embeddings or []
         return self._checked([list(e.values or []) for e in embeddings], len(texts))
 
-    def _scrubbed(self, error: EmbeddingError) -> EmbeddingError:
+    def scrubbed(self, error: EmbeddingError) -> EmbeddingError:
         """The same error with the API key cut out of its text (error bodies may quote it)."""
         if self._key and self._key in str(error):
             error.args = (scrub(str(error), [self._key]),)
@@ -297,7 +318,14 @@ def _first_line(exc: BaseException) -> str:
 _TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "aiohttp", "h11", "anyio")
 
 
-def _transport_failure(exc: BaseException) -> str | None:
+def never_sent(exc: BaseException) -> bool:
+    """Whether a transport error means the request never reached the server (no connection was made)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    return any(cls.__name__ in ("ConnectError", "ConnectTimeout") for cls in type(exc).__mro__)
+
+
+def transport_failure(exc: BaseException) -> str | None:
     """'timed out' or 'connection failed' for an error from whichever HTTP stack the SDK runs on
     (httpx, its fork httpx2, or aiohttp when installed), without importing them to name classes."""
     if isinstance(exc, (ConnectionError, OSError)):

@@ -85,7 +85,6 @@ class BatchRoute:
             # Not retried: a claim whose answer was lost leaves a job row the next run releases.
             chunks = await self.store.batch_claim(job_id, self.client.model_id, self.options.worker, size, where)
             if not chunks:
-                await self.store.batch_finish(job_id, "empty", 0, 0)
                 break
             if remaining is not None:
                 remaining -= len(chunks)
@@ -124,17 +123,39 @@ class BatchRoute:
         except ProviderConfigError:
             await self._abandon(job_id, "the API refused the settings")
             raise
-        except (RateLimitedError, TransientEmbeddingError, EmbeddingError) as exc:
+        except TransientEmbeddingError as exc:
+            # The job may exist even though the answer was lost: never release (and so pay for) its
+            # chunks twice. Ask for it by its display name; if the API can't say, leave the row
+            # 'submitting' for the next run to settle.
+            found = None if exc.unsent else await self._find_after_lost_answer(job_id)
+            if found is None:
+                await self._abandon(job_id, str(exc))
+                raise self._unavailable(exc) from None
+            remote = found
+        except EmbeddingError as exc:
             await self._abandon(job_id, str(exc))
-            raise ApiUnavailableError(
-                f"the Batch API did not accept the job: {scrub(str(exc), self.options.secrets)}",
-                "in a few minutes, or without --batch-api (online)",
-            ) from None
+            raise self._unavailable(exc) from None
         await self.store.batch_submitted(job_id, remote.name, remote.state.value)
         self.stats.tokens_sent += tokens
         self.stats.batch_jobs_submitted += 1
         self.stats.batch_chunks_submitted += len(items)
         log.info("📮 バッチジョブを送信しました: %s (%dチャンク, 推定 %dトークン)", remote.name, len(items), tokens)
+
+    async def _find_after_lost_answer(self, job_id: str) -> RemoteJob | None:
+        try:
+            return await self.client.find(job_id)
+        except EmbeddingError as exc:
+            raise ApiUnavailableError(
+                f"the Batch API lost the answer to a job's creation and can't say whether it has the job: "
+                f"{scrub(str(exc), self.options.secrets)}; the next run settles it",
+                "in a few minutes",
+            ) from None
+
+    def _unavailable(self, exc: BaseException) -> ApiUnavailableError:
+        return ApiUnavailableError(
+            f"the Batch API did not accept the job: {scrub(str(exc), self.options.secrets)}",
+            "in a few minutes, or without --batch-api (online)",
+        )
 
     async def _abandon(self, job_id: str, reason: str) -> None:
         released = await finish_despite_cancel(self.store.batch_finish(job_id, "abandoned", 0, 0, reason))
@@ -234,12 +255,12 @@ class BatchRoute:
             return str(exc)
         return None
 
-    async def wait(self, poll_seconds: float | None = None, deadline: float | None = None) -> int:
+    async def wait(self, *, dead_owners: Sequence[str] = (), deadline: float | None = None) -> int:
         """Track until no job is running at the API (or `deadline`, a time.monotonic() value, passes);
         returns how many are still running."""
-        every = self.options.poll_seconds if poll_seconds is None else poll_seconds
+        every = self.options.poll_seconds
         while True:
-            running = await self.track()
+            running = await self.track(dead_owners)
             if running == 0 or (deadline is not None and time.monotonic() >= deadline):
                 return running
             log.info("⏳ バッチジョブ %d件の完了を待っています (%.0f秒ごとに確認)", running, every)

@@ -276,6 +276,10 @@ class ChunkStore(Protocol):
 
     async def batch_jobs(self, recent: int = 10) -> list[BatchJobSummary]: ...
 
+    async def batch_workers(self) -> list[str]:
+        """Workers tracking a job now (live job leases)."""
+        ...
+
     async def repair_apply(
         self,
         model_id: str,

@@ -395,6 +395,9 @@ class PostgresStore:
         )
         return int(row["released"])
 
+    async def batch_workers(self) -> list[str]:
+        return [str(r["worker"]) for r in await self._fetch("batch_workers", {})]
+
     async def batch_jobs(self, recent: int = 10) -> list[BatchJobSummary]:
         return [batch_job_summary(r) for r in await self._fetch("batch_jobs", {"recent": recent})]
 

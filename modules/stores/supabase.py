@@ -586,6 +586,10 @@ class SupabaseStore:
         )
         return int(released)
 
+    async def batch_workers(self) -> list[str]:
+        rows = await self._rpc("embq_batch_workers", {})
+        return [str(r if not isinstance(r, dict) else next(iter(r.values()))) for r in rows or []]
+
     async def batch_jobs(self, recent: int = 10) -> list[BatchJobSummary]:
         return [batch_job_summary(r) for r in await self._rows("embq_batch_jobs", {"p_recent": recent}, None)]
 

@@ -41,7 +41,7 @@ ALTER TABLE "public"."embq_batch_jobs" ENABLE ROW LEVEL SECURITY;
 -- Lease up to p_limit chunks to a new Batch API job, in one transaction with the job's row: the chunks
 -- are leased to 'batch:<job id>' for 49 hours (a job runs at most 48), so online runs leave them be, and
 -- a crash at any later point leaves a row that says which chunks the job holds. The job row itself is
--- leased to p_worker for ten minutes (the time to build and submit it).
+-- leased to p_worker for ten minutes (the time to build and submit it). With nothing to claim, no job.
 CREATE OR REPLACE FUNCTION "public".embq_batch_claim(
     p_job_id text, p_model text, p_worker text, p_limit integer,
     p_mode text DEFAULT 'pending', p_doc_id text DEFAULT NULL, p_failed_before timestamptz DEFAULT NULL,
@@ -56,6 +56,9 @@ BEGIN
     RETURN QUERY
     SELECT * FROM "public".embq_claim_v2('batch:' || p_job_id, p_limit, 176400, p_mode, p_doc_id,
                                           p_failed_before, p_dead_owners);
+    IF NOT FOUND THEN  -- nothing to carry: no job
+        DELETE FROM "public"."embq_batch_jobs" j WHERE j.id = p_job_id;
+    END IF;
 END;
 $$;
 
@@ -146,6 +149,16 @@ BEGIN
     WHERE j.id = p_job_id;
     RETURN v_released;
 END;
+$$;
+
+-- Who is tracking a job right now (a live lease), so a client can tell which of them are dead.
+CREATE OR REPLACE FUNCTION "public".embq_batch_workers()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, extensions, public, pg_temp
+AS $$
+    SELECT DISTINCT j.worker FROM "public"."embq_batch_jobs" j
+    WHERE j.worker IS NOT NULL AND j.lease_expires_at >= now() AND j.state <> 'done';
 $$;
 
 -- Jobs for --status and the dashboard: those not done, then the last p_recent done ones.

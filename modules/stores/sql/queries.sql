@@ -136,3 +136,7 @@ SELECT {{schema}}.embq_batch_finish(%(job_id)s, %(outcome)s, %(embedded)s, %(fai
 SELECT id, name, model, state, remote_state, outcome, chunks, tokens, embedded, failed, released, created_at,
        submitted_at, finished_at, error
 FROM {{schema}}.embq_batch_jobs(%(recent)s);
+
+-- name: batch_workers --
+-- Who is tracking a job right now.
+SELECT worker FROM {{schema}}.embq_batch_workers() AS worker;
