@@ -69,6 +69,12 @@ def _service(request: Request) -> KnowledgeService:
 Service = Annotated[KnowledgeService, Depends(_service)]
 
 
+def _storable(doc_id: str) -> bool:
+    """Whether the database could hold this id at all: PostgreSQL's text refuses NUL (the driver raises
+    before the query is sent), so an id with one names no document (404, not a 500)."""
+    return "\x00" not in doc_id
+
+
 def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency) -> APIRouter:
     """The /knowledge routes, each behind the host's authentication dependency for its action:
     `read` (list, progress, search), `upload`, and `delete`. A dependency refuses a request by raising
@@ -155,13 +161,13 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
 
     @router.get("/documents/{doc_id}/progress", dependencies=[Depends(read)])
     async def progress(service: Service, doc_id: str) -> dict[str, Any]:
-        if not await service.generator.store.document_exists(doc_id):
+        if not _storable(doc_id) or not await service.generator.store.document_exists(doc_id):
             raise HTTPException(404, f"document {doc_id!r} was not found")
         return {"doc_id": doc_id, **status_dict(await service.generator.store.status(doc_id))}
 
     @router.delete("/documents/{doc_id}", dependencies=[Depends(delete)])
     async def delete_document(service: Service, doc_id: str) -> dict[str, Any]:
-        removed = await service.knowledge.delete_document(doc_id)
+        removed = await service.knowledge.delete_document(doc_id) if _storable(doc_id) else None
         if removed is None:
             raise HTTPException(404, f"document {doc_id!r} was not found")
         return {"doc_id": doc_id, "deleted_chunks": removed}
