@@ -222,7 +222,8 @@ async def knowledge_lifespan(app: FastAPI, settings: Settings | None = None) -> 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The standalone app: a face, so it (and only it) sets up logging, as the CLI does. Every route
     but GET /health needs `Authorization: Bearer <KNOWLEDGE_API_TOKEN>`, /docs and /openapi.json too;
-    without the setting it refuses to start (SettingsError naming it)."""
+    without the setting it refuses to start (SettingsError naming it). Paths are exact: no redirect
+    for a trailing slash (nothing the app answers is built from the Host header)."""
     own = settings or load_settings()
     if own.knowledge_api_token is None:
         raise SettingsError(
@@ -240,8 +241,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with knowledge_lifespan(app, own):
             yield
 
+    # redirect_slashes=False: Starlette would answer "/knowledge/documents/" with a 307 to a Location built
+    # from the request's Host header, before authentication; a path with a trailing slash is a 404.
     app = FastAPI(
-        title="Batch embedding knowledge API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="Batch embedding knowledge API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
     )
     app.include_router(knowledge_router(read=auth, upload=auth, delete=auth))
 
