@@ -125,9 +125,13 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
         except AmbiguousNameError as exc:
             raise HTTPException(409, str(exc)) from None
         auto = settings.auto_generate
+        other_model = 0 if result.added == 0 or settings.allow_model_mix else await service.other_model_vectors()
         if result.added == 0:
             response.status_code = 200
             embedding = "nothing new to embed"
+        elif other_model:  # the run would refuse to add vectors to a column of another model's
+            embedding = f"refused: the new chunks wait, not embedded: {service.other_model_reason(other_model)}"
+            log.warning("⚠️ 別モデルのベクトルがあるため、%s の新しいチャンクは埋め込みません", name)
         elif auto:
             service.schedule_embedding(result.doc_id, result.added)
             embedding = "scheduled"
@@ -178,6 +182,15 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
         q: Annotated[str, Query(min_length=1, max_length=2000)],
         k: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> dict[str, Any]:
+        other_model = await service.other_model_vectors()
+        if other_model:
+            raise HTTPException(
+                409,
+                f"検索できません: ベクトル列に設定のモデル ({service.generator.embedder.model_id}) 以外で作られた"
+                f"ベクトルが {other_model:,}件あり、質問のベクトルと比べられません。python fix_missing_embeddings.py "
+                "で設定のモデルに揃えて再埋め込みするか、EMBEDDING_MODEL をそのベクトルを作ったモデルにしてください"
+                f" / search refused: {service.other_model_reason(other_model)}",
+            )
         try:
             query = await service.generator.embedder.embed_query(q)
         except BatchEmbeddingError as exc:
