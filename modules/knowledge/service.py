@@ -18,6 +18,7 @@ from modules.knowledge.chunking import ChunkingOptions
 from modules.knowledge.extract import UploadLimits
 from modules.knowledge.ingest import knowledge_store
 from modules.knowledge.isolation import Extractor
+from modules.knowledge.sealing import seal_process
 from modules.logs import get_logger
 from modules.settings import Settings
 from modules.stores import store_kind
@@ -60,6 +61,9 @@ class KnowledgeService:
         self._model_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        # The workers that read uploads run as this process's user: close its environment (the app's
+        # secrets), memory and working directory to them (sealing.py).
+        seal_process()
         await self.generator.open()
         other = await self.other_model_vectors()
         if other:
