@@ -20,9 +20,10 @@ from modules.cli.progress import show_progress
 from modules.cli.status_view import batch_jobs_list, format_batch_jobs, format_status, status_dict
 from modules.engine.stats import RunStats
 from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
-from modules.logs import get_logger
+from modules.logs import get_logger, scrub
 from modules.settings import Settings
 from modules.stores import open_store, store_kind
+from modules.stores.base import ErrorGroup
 from modules.stores.migrations import latest_version
 
 log = get_logger(__name__)
@@ -131,12 +132,19 @@ async def run(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> R
 
 
 async def report(generator: BatchEmbeddingGenerator, args: argparse.Namespace, stats: RunStats) -> None:
-    status = await generator.store.status(
-        args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
-    )
+    """The run and the status after it; with the database lost, the run alone ("status": null)."""
+    try:
+        status = await generator.store.status(
+            args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+        )
+    except StoreError:
+        if not stats.database_lost:
+            raise
+        status = None
     if args.json:
-        print(json.dumps({"run": stats.as_dict(), "status": status_dict(status)}, ensure_ascii=False))
-    else:
+        shown = status_dict(status) if status is not None else None
+        print(json.dumps({"run": stats.as_dict(), "status": shown}, ensure_ascii=False))
+    elif status is not None:
         print(format_status(status))
 
 
@@ -148,7 +156,12 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
         args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
     )
     documents = await store.status_by_document() if args.by_document else None
-    errors = await store.recent_errors() if args.errors else None
+    secrets = generator.settings.secrets()
+    errors = (
+        [ErrorGroup(scrub(e.error, secrets), e.chunks, e.last_seen) for e in await store.recent_errors()]
+        if args.errors
+        else None
+    )  # rows stored by an older version may quote a secret: never show it
     cache = await store.cache_stats()
     jobs = await store.batch_jobs(recent=5)
     if args.json:

@@ -121,8 +121,9 @@ class RepairRow:
     wrong_model: int
     wrong_dimension: int
     degenerate: int  # vectors of zero, overflowing or underflowing norm
+    stale: int  # vectors of a text edited since (its hash no longer matches)
     failed: int
-    to_reset: int  # vectors a repair would clear: wrong model, dimension or norm, counted once
+    to_reset: int  # vectors a repair would clear: wrong model, dimension, norm or text, counted once
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ class RepairResult:
     wrong_model: int
     wrong_dimension: int
     degenerate: int
-    reset: int  # vectors cleared (wrong model, dimension or norm, counted once), now pending again
+    stale: int
+    reset: int  # vectors cleared (wrong model, dimension, norm or text, counted once), now pending again
 
 
 @dataclass(frozen=True)

@@ -71,12 +71,12 @@ SELECT now() AS now;
 
 -- name: repair_report --
 -- Per document: missing vectors, dead leases, vectors of the wrong model, dimension or norm, failures.
-SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, degenerate, failed, to_reset
+SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, degenerate, stale, failed, to_reset
 FROM {{schema}}.embq_repair_report_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(dead_owners)s);
 
 -- name: repair_apply --
 -- Clear dead leases and reset wrong vectors to pending, in one transaction.
-SELECT released_leases, wrong_model, wrong_dimension, degenerate, reset
+SELECT released_leases, wrong_model, wrong_dimension, degenerate, stale, reset
 FROM {{schema}}.embq_repair_apply_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s, %(dead_owners)s);
 
 -- name: ingest_document --
