@@ -35,14 +35,17 @@ from modules.engine.workers import dead_local_owners, worker_name
 from modules.errors import (
     ApiUnavailableError,
     DatabaseLostError,
+    MigrationError,
     ModelMismatchError,
+    ModelRetiredError,
     ProviderConfigError,
     StoreError,
     StoreUnavailableError,
     UnknownDocumentError,
 )
 from modules.logs import get_logger
-from modules.settings import Settings, load_settings
+from modules.model_ids import model_id_of, settings_for_model_id
+from modules.settings import Settings, SettingsError, load_settings
 from modules.stores import open_store
 from modules.stores.base import ChunkStore, ClaimFilter, ClaimMode, QueueStatus
 from modules.text import content_hash
@@ -83,6 +86,9 @@ class BatchEmbeddingGenerator:
         self.policy = RetryPolicy.from_settings(s)
         self.worker = worker_name()
         self.stats = RunStats()
+        self.migration_stats: RunStats | None = None  # the shadow fill of the last run, if a migration filled
+        self._migration_embedders: dict[str, Embedder] = {}  # by model id: a migration's target
+        self._retired: list[Embedder] = []  # embedders of a model a cut-over retired (closed at close())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -99,9 +105,61 @@ class BatchEmbeddingGenerator:
         if self._store is None:
             self._store, _ = await open_store(self.settings, pool_size=self.lanes + 2)
         if self._embedder is None:
+            await self._follow_live_model()
             self._embedder = make_embedder(self.settings)
 
+    async def _follow_live_model(self) -> None:
+        """After a model migration's cut-over the column holds its model: embed with that one, whatever
+        EMBEDDING_MODEL still says (mixing two models would break search). Checked when the generator
+        opens and at the start of every run (a cut-over may happen while a long-lived app runs); an
+        embedder passed in by the caller is left alone."""
+        if not self._owns_embedder:
+            return
+        try:
+            live = await self.store.live_model()
+        except StoreError:
+            return  # a schema without migrations (an older Supabase push): nothing was cut over
+        current = self._embedder.model_id if self._embedder is not None else model_id_of(self.settings)
+        if live is None or live == current:
+            return
+        try:
+            followed = settings_for_model_id(self.settings, live)
+        except SettingsError as exc:
+            raise ProviderConfigError(
+                f"the vector column holds {live} since a model migration's cut-over, and these settings can't "
+                f"embed with it: {exc}"
+            ) from None
+        log.warning(
+            "🔀 ベクトル列は %s に切り替え済みです (設定は %s): %s で埋め込みます。"
+            ".env の EMBEDDING_MODEL / EMBEDDING_DIMENSIONS を更新してください",
+            live,
+            current,
+            live,
+        )
+        if self._embedder is None:
+            self.settings = followed
+        else:
+            self.adopt_model(followed, make_embedder(followed))
+
+    def adopt_model(self, settings: Settings, embedder: Embedder) -> None:
+        """Embed with another model from now on (a cut-over just made it the column's)."""
+        if self._owns_embedder and self._embedder is not None and self._embedder is not embedder:
+            self._retired.append(self._embedder)
+        self.settings, self._embedder, self._owns_embedder = settings, embedder, True
+        self._migration_embedders = {k: e for k, e in self._migration_embedders.items() if e is not embedder}
+
+    def migration_embedder(self, settings: Settings) -> Embedder:
+        """The embedder of a migration's target model (made once, closed with the generator)."""
+        model_id = model_id_of(settings)
+        if model_id not in self._migration_embedders:
+            self._migration_embedders[model_id] = make_embedder(settings)
+        return self._migration_embedders[model_id]
+
     async def close(self) -> None:
+        for extra in [*self._migration_embedders.values(), *self._retired]:
+            await extra.aclose()
+        self._migration_embedders.clear()
+        self._retired.clear()
         if self._embedder is not None and self._owns_embedder:
             await self._embedder.aclose()
             self._embedder = None
@@ -152,6 +210,7 @@ class BatchEmbeddingGenerator:
         EMBEDDING_BATCH_API_THRESHOLD is set and the selection is larger), the selected chunks go into
         Batch API jobs instead; with `wait_for_batch` the run tracks them until they end and embeds
         online whatever they could not."""
+        await self._follow_live_model()
         store, model_id = self.store, self.embedder.model_id
         if doc_id is not None and not await store.document_exists(doc_id):
             raise UnknownDocumentError(doc_id)
@@ -184,8 +243,8 @@ class BatchEmbeddingGenerator:
         mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
         where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead)
         breaker = CircuitBreaker(outage_seconds=self.settings.outage_seconds)
-        pacer = self._new_pacer()
-        route = self._batch_route(stats)
+        pacer = self.new_pacer()
+        route = self.batch_route(stats)
         threshold = self.settings.batch_api_threshold
         use_batch = batch_api if batch_api is not None else threshold is not None and selected > threshold
         try:
@@ -201,13 +260,13 @@ class BatchEmbeddingGenerator:
                 await route.wait(dead_owners=dead)
                 if limit is not None:
                     limit = max(0, limit - stats.processed)
-            await self._new_run(where, limit, stats, pacer, breaker).execute()
+            await self.new_run(where, limit, stats, pacer, breaker).execute()
             if limit is None:
                 wait = await self._abandoned_lease_wait(doc_id)
                 if wait is not None:
                     log.info("⏳ 応答のないワーカーのリース切れを %.0f秒待って引き継ぎます", wait)
                     await asyncio.sleep(wait)
-                    await self._new_run(where, None, stats, pacer, breaker).execute()
+                    await self.new_run(where, None, stats, pacer, breaker).execute()
         except StoreUnavailableError as exc:  # began, then lost the database: "try later", not "nothing attempted"
             lost = DatabaseLostError(
                 f"the database was lost mid-run: {exc}", "once the database answers again (check DATABASE_URL)"
@@ -220,35 +279,82 @@ class BatchEmbeddingGenerator:
             stats.finished = time.monotonic()
             await self._count_scope(stats, doc_id, model_id)
             log_final_statistics(stats)
+        await self._fill_migration(doc_id, limit, retry_failed)
         return stats
 
-    def _batch_route(self, stats: RunStats) -> BatchRoute | None:
-        """The Batch API route, where the provider has one (Gemini)."""
-        if not isinstance(self.embedder, GeminiEmbedder):
+    async def _fill_migration(self, doc_id: str | None, limit: int | None, retry_failed: bool) -> None:
+        """While a model migration fills, an ordinary run embeds its chunks with the new model too
+        (online: new uploads are few), so that no chunk is missing a vector at the cut-over."""
+        self.migration_stats = None
+        try:
+            current = await self.store.migration_current()
+            if current is None or current.state != "filling":
+                return
+            self.store.shadow()
+        except MigrationError as exc:
+            log.warning("⚠️ モデル移行中ですが、この接続では移行先モデルの埋め込みを行えません: %s", exc)
+            return
+        except StoreError:
+            return  # a schema without migrations
+        from modules.engine.migration import ModelMigrator
+
+        target = settings_for_model_id(self.settings, current.target_model)
+        try:
+            self.migration_stats = await ModelMigrator(self).fill(
+                target, batch_api=False, limit=limit, retry_failed=retry_failed, doc_id=doc_id
+            )
+        except ModelRetiredError:
+            log.info("🔀 モデル移行は切り替え済みか中止されました: 移行先モデルの埋め込みは不要です")
+
+    def batch_route(
+        self,
+        stats: RunStats,
+        *,
+        embedder: Embedder | None = None,
+        settings: Settings | None = None,
+        target: str = "live",
+    ) -> BatchRoute | None:
+        """The Batch API route, where the provider has one (Gemini); `target` "next" submits a model
+        migration's jobs (with its model's `embedder`)."""
+        embedder = embedder or self.embedder
+        if not isinstance(embedder, GeminiEmbedder):
             return None
         s = self.settings
         return BatchRoute(
             store=self.store,
-            client=GeminiBatchEmbedder(self.embedder),
-            screener=self._screener(),
+            client=GeminiBatchEmbedder(embedder),
+            screener=self._screener(embedder, settings),
             options=BatchOptions(
                 worker=self.worker,
                 job_size=s.batch_job_size,
                 poll_seconds=s.batch_poll_seconds,
                 secrets=tuple(s.secrets()),
+                target=target,
             ),
             stats=stats,
         )
 
-    def _new_run(
-        self, where: ClaimFilter, limit: int | None, stats: RunStats, pacer: Pacer, breaker: CircuitBreaker
+    def new_run(
+        self,
+        where: ClaimFilter,
+        limit: int | None,
+        stats: RunStats,
+        pacer: Pacer,
+        breaker: CircuitBreaker,
+        *,
+        store: ChunkStore | None = None,
+        embedder: Embedder | None = None,
+        settings: Settings | None = None,
     ) -> EmbeddingRun:
+        """One run over `store` (default: the live queue; a migration passes its shadow view) with
+        `embedder` and its model's `settings` (default: the live model's)."""
+        embedder = embedder or self.embedder
         return EmbeddingRun(
-            store=self.store,
-            embedder=self.embedder,
+            store=store or self.store,
+            embedder=embedder,
             pacer=pacer,
             policy=self.policy,
-            screener=self._screener(),
+            screener=self._screener(embedder, settings),
             options=RunOptions(
                 worker=self.worker,
                 lease_seconds=self.settings.lease_seconds,
@@ -302,8 +408,9 @@ class BatchEmbeddingGenerator:
             "re-embed everything"
         )
 
-    def _new_pacer(self) -> Pacer:
+    def new_pacer(self, embedder: Embedder | None = None) -> Pacer:
         s = self.settings
+        embedder = embedder or self.embedder
         adaptive = s.concurrency == "auto" and s.provider == "gemini"
         lanes = self.lanes
         return Pacer(
@@ -314,22 +421,23 @@ class BatchEmbeddingGenerator:
             max_concurrency=lanes,
             adaptive=adaptive,
             batch_size=s.fixed_batch_size,
-            max_batch=self.embedder.max_batch,
+            max_batch=embedder.max_batch,
             slow_seconds=s.request_timeout / 2,
         )
 
-    def _screener(self) -> Screener:
-        s = self.settings
+    def _screener(self, embedder: Embedder | None = None, settings: Settings | None = None) -> Screener:
+        s = settings or self.settings
+        embedder = embedder or self.embedder
         return Screener(
-            model_id=self.embedder.model_id,
+            model_id=embedder.model_id,
             task_type=s.task_type,
             use_title=s.use_title,
             cache=s.cache,
             max_input_tokens=s.max_input_tokens,
             overlong=s.overlong,
-            estimate_tokens=self.embedder.estimate_tokens,
-            framing_tokens=self.embedder.framing_tokens,
-            input_format=self.embedder.input_format,
+            estimate_tokens=embedder.estimate_tokens,
+            framing_tokens=embedder.framing_tokens,
+            input_format=embedder.input_format,
         )
 
     async def _describe_target(self, doc_id: str | None, retry_failed: bool) -> str:

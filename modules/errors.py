@@ -102,3 +102,29 @@ class DatabaseLostError(ApiUnavailableError):
 class ModelMismatchError(BatchEmbeddingError):
     """The vector column holds vectors of another model than the configured one: adding ours would mix
     two vector spaces that search cannot compare."""
+
+
+# --- Model migration -----------------------------------------------------------------------------
+
+
+class ModelRetiredError(ApiUnavailableError):
+    """A write for a model the vector column no longer takes: a cut-over (or an abort) happened while
+    the run worked. Nothing of the retired model was written; run again (exit 3: try again now)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "now: the next run embeds with the model the column holds")
+
+
+class LiveModelChangedError(StoreError):
+    """A search's query was embedded by another model than the column holds (a cut-over happened since
+    the caller looked): nothing was compared. Embed the query again with the store's live model."""
+
+
+class MigrationError(BatchEmbeddingError):
+    """A model migration can't do what was asked (none under way, another one under way, not filled
+    yet, the Supabase REST path, an object that depends on the vector column): the message says why."""
+
+
+class MigrationNotReadyError(MigrationError):
+    """A cut-over asked for before every chunk has the new model's vector (or while its Batch API jobs
+    run): nothing changed; fill first (CLI exit code 1, like chunks left pending)."""

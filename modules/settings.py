@@ -766,6 +766,22 @@ def _validated(s: Settings) -> Settings:
     )
 
 
+def settings_for_model(s: Settings, provider: Provider, model: str, dimensions: int) -> Settings:
+    """These settings with another embedding model (a model migration's target, or the model a cut-over
+    put in the vector column): checked as load_settings checks them; EMBEDDING_MAX_INPUT_TOKENS follows
+    the model unless it was set to something else than the old model's limit."""
+    if provider == "gemini" and s.google_api_key is None:
+        raise SettingsError("GOOGLE_API_KEY", f"{model} is a Gemini model: set GOOGLE_API_KEY (or GEMINI_API_KEY)")
+    old, new = model_info(s.model), model_info(model)
+    if provider == "gemini" and not new.allows_dimensions(dimensions):
+        raise SettingsError(
+            "EMBEDDING_DIMENSIONS",
+            f"{model} outputs {new.min_dimensions} to {new.max_dimensions} dimensions, not {dimensions}",
+        )
+    limit = new.max_input_tokens if s.max_input_tokens == old.max_input_tokens else s.max_input_tokens
+    return _replace(s, provider=provider, model=model, dimensions=dimensions, max_input_tokens=limit)
+
+
 def _replace(s: Settings, **changes: Any) -> Settings:
     from dataclasses import replace
 

@@ -118,7 +118,7 @@ async def test_happy_path_embeds_everything_once(backend: Backend) -> None:
     np.testing.assert_allclose(stored, expected, rtol=0, atol=1e-6)
     assert {r[2] for r in rows} == {LocalEmbedder(768).model_id}
     if backend.fake is not None:  # one round trip per batch for results, never one per chunk
-        assert len(backend.fake.calls_to("embq_complete_v2")) == 20
+        assert len(backend.fake.calls_to("embq_complete_v3")) == 20
 
 
 @pytest.mark.skipif(not HAVE_SIMULATOR, reason="modules.gemini_simulator is not there yet")

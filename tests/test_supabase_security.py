@@ -26,7 +26,14 @@ from tests.helpers import fetch_all
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
 API_ROLES = ("anon", "authenticated")
-OUR_TABLES = ("chunks", "chunks_embedding_cache", "document_sources", "embq_batch_jobs", "embq_migrations")
+OUR_TABLES = (
+    "chunks",
+    "chunks_embedding_cache",
+    "document_sources",
+    "embq_batch_jobs",
+    "embq_migrations",
+    "embq_model_migrations",
+)
 
 
 @pytest.fixture
@@ -106,6 +113,7 @@ async def test_a_hosts_own_tables_are_left_as_they_were_and_reported_readable(da
         ("document_sources", False, True),
         ("embq_batch_jobs", True, False),
         ("embq_migrations", True, False),
+        ("embq_model_migrations", True, False),
     ]
     with PostgrestFake(database_url) as fake:
         store = supabase_store(fake.url)

@@ -179,6 +179,9 @@ async def test_anon_key_can_neither_claim_nor_read(fake: PostgrestFake, supabase
         "embq_status_by_document": {},
         "embq_complete": {"p_worker": "x", "p_model": "x", "p_ids": [], "p_vectors": [], "p_hashes": []},
         "embq_complete_v2": {"p_worker": "x", "p_model": "x", "p_ids": [], "p_vectors": [], "p_hashes": []},
+        "embq_complete_v3": {"p_worker": "x", "p_model": "x", "p_ids": [], "p_vectors": [], "p_hashes": []},
+        "embq_next_claim": {"p_worker": "thief", "p_limit": 10, "p_lease_seconds": 600},
+        "embq_live_model": {},
         "embq_claim_v2": {"p_worker": "thief", "p_limit": 10, "p_lease_seconds": 600},
         "embq_status_v2": {},
         "embq_lease_owners": {},
@@ -281,8 +284,8 @@ async def test_a_503_burst_on_complete_is_retried_and_each_result_written_once(
     fake: PostgrestFake, supabase_db: str, base_env: dict[str, str]
 ) -> None:
     await insert_rows(supabase_db, corpus(50, docs=1))
-    fake.fail_next(3, function="embq_complete_v2")  # a gateway refusing before the database is reached
-    fake.fail_next(1, function="embq_complete_v2", after_commit=True)  # written, but the answer is lost
+    fake.fail_next(3, function="embq_complete_v3")  # a gateway refusing before the database is reached
+    fake.fail_next(1, function="embq_complete_v3", after_commit=True)  # written, but the answer is lost
     store = make_store(fake.url)
     await store.prepare()
     env = {k: v for k, v in base_env.items() if k != "DATABASE_URL"}
@@ -294,7 +297,7 @@ async def test_a_503_burst_on_complete_is_retried_and_each_result_written_once(
         await store.aclose()
     assert (stats.embedded, stats.failed, stats.skipped) == (50, 0, 0)
     assert (status.embedded, status.pending, status.in_progress) == (50, 0, 0)
-    calls = fake.calls_to("embq_complete_v2")
+    calls = fake.calls_to("embq_complete_v3")
     assert len(calls) == 5 + 4  # five batches, four of their answers lost
     assert sum(c.executed for c in calls) == 6  # the lost-answer write ran again, harmlessly
     rows = await fetch_all(supabase_db, "SELECT max(embedding_attempts), count(DISTINCT content_hash) FROM chunks")

@@ -15,6 +15,8 @@ from modules.errors import (
     ApiUnavailableError,
     BatchEmbeddingError,
     DatabaseLostError,
+    MigrationError,
+    MigrationNotReadyError,
     ModelMismatchError,
     ProviderConfigError,
     RunAborted,
@@ -121,6 +123,12 @@ def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]
     except ApiUnavailableError as exc:
         fail(f"埋め込みAPIを利用できないため中断しました: {exc} | 再実行の目安: {exc.retry_hint}", secrets(), "🛑")
         return EXIT_API_UNAVAILABLE
+    except MigrationNotReadyError as exc:
+        fail(f"モデル移行はまだ切り替えられません: {exc}", secrets(), "⏳")
+        return EXIT_FAILED
+    except MigrationError as exc:
+        fail(f"モデル移行: {exc}", secrets())
+        return EXIT_USAGE
     except StoreError as exc:
         fail(f"データベースエラー: {exc}", secrets())
         return EXIT_USAGE

@@ -10,14 +10,23 @@ from modules.cli.common import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    UsageError,
     add_logging_options,
     parse_args,
     run_main,
     safe_secrets,
     setup,
 )
+from modules.cli.migration import add_migration_options, migration_asked, run_migration_command
 from modules.cli.progress import show_progress
-from modules.cli.status_view import batch_jobs_list, format_batch_jobs, format_status, status_dict
+from modules.cli.status_view import (
+    batch_jobs_list,
+    format_batch_jobs,
+    format_migration,
+    format_status,
+    status_dict,
+)
+from modules.engine.migration import ModelMigrator
 from modules.engine.stats import RunStats
 from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
 from modules.logs import get_logger, scrub
@@ -67,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="first-time setup of a database: create the host tables if missing and the queue's schema, then exit",
     )
+    add_migration_options(parser)
     add_logging_options(parser)
     return parser
 
@@ -81,9 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = setup(args)
         if args.setup:
             return await first_time_setup(settings)
+        if migration_asked(args) and (args.status or args.doc_id or args.batch_api):
+            raise UsageError(
+                "--migrate-to, --migrate-cutover and --migrate-abort go without --status, --doc-id and --batch-api"
+            )
+        if sum(bool(x) for x in (args.migrate_to, args.migrate_cutover, args.migrate_abort)) > 1:
+            raise UsageError("give one of --migrate-to, --migrate-cutover and --migrate-abort")
         async with BatchEmbeddingGenerator(settings) as generator:
             if args.status:
                 return await show_status(generator, args)
+            if migration_asked(args):
+                return await run_migration_command(generator, args)
             try:
                 if args.no_progress or args.json:
                     stats = await run(generator, args)
@@ -164,6 +182,7 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     )  # rows stored by an older version may quote a secret: never show it
     cache = await store.cache_stats()
     jobs = await store.batch_jobs(recent=5)
+    migration = await ModelMigrator(generator).progress()
     if args.json:
         extra = {
             "model": generator.embedder.model_id,
@@ -171,12 +190,15 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             "cache_entries": cache.entries,
             "cache_hits": cache.hits,
             "batch_jobs": batch_jobs_list(jobs),
+            "migration": migration.as_dict() if migration else None,
         }
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
         print(format_status(status, documents=documents, errors=errors, cache=cache))
         if jobs:
             print(format_batch_jobs(jobs))
+        if migration is not None and migration.migration.state == "filling":
+            print(format_migration(migration))
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from modules.engine.migration import MigrationProgress
 from modules.stores.base import BatchJobSummary, CacheStats, DocumentStatus, ErrorGroup, QueueStatus
 
 
@@ -108,6 +109,7 @@ def batch_jobs_list(jobs: list[BatchJobSummary]) -> list[dict[str, Any]]:
             "id": j.id,
             "name": j.name,
             "model": j.model,
+            "target": j.target,
             "state": j.state,
             "remote_state": j.remote_state,
             "outcome": j.outcome,
@@ -136,6 +138,32 @@ def format_batch_jobs(jobs: list[BatchJobSummary]) -> str:
                 f"  {j.name or j.id}: 完了 ({j.outcome}) | 成功 {j.embedded or 0} | 失敗 {j.failed or 0}"
                 f" | 未処理に戻した {j.released or 0}"
             )
+    return "\n".join(lines)
+
+
+def format_migration(progress: MigrationProgress) -> str:
+    """A model migration for --status: where it stands and what is left to pay."""
+    m, q = progress.migration, progress.queue
+    head = f"🔀 モデル移行: {m.source_model or '(記録なし)'} → {m.target_model}"
+    if m.state == "cut_over":
+        agreement = f" | 一致率 {100 * m.agreement:.1f}%" if m.agreement is not None else ""
+        when = m.cut_over_at.strftime("%Y-%m-%d %H:%M") if m.cut_over_at else "?"
+        return f"\n{head} (切り替え済み {when}{agreement})"
+    if m.state == "aborted":
+        return f"\n{head} (中止)"
+    lines = ["", f"{head} (進行中)"]
+    if q is not None:
+        share = 100.0 * q.embedded / q.total if q.total else 100.0
+        lines.append(
+            f"  {q.embedded} / {q.total} チャンク ({share:.1f}%) | 未処理 {q.pending} | 失敗 {q.failed}"
+            f" | 処理中 {q.in_progress}"
+        )
+    cost = ""
+    if progress.cost_usd_batch is not None and progress.cost_usd_online is not None:
+        cost = f" ≈ Batch API ${progress.cost_usd_batch:.4f} / オンライン ${progress.cost_usd_online:.4f}"
+    lines.append(f"  残り推定 最大 {progress.remaining_tokens} トークン{cost}")
+    if q is not None and q.pending == 0 and q.failed == 0 and q.in_progress == 0:
+        lines.append("  💡 すべて埋め込み済みです: python batch_embedding_processor.py --migrate-cutover")
     return "\n".join(lines)
 
 

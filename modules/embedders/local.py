@@ -26,6 +26,11 @@ _CONFIG = "l2_supercat"
 _lock = threading.Lock()
 
 
+def local_model_id(dimensions: int) -> str:
+    """The model id the offline model's vectors are recorded under."""
+    return f"wordllama-{_CONFIG}-{NATIVE_DIMENSIONS}@{dimensions}"
+
+
 @cache
 def _load_model() -> Any:
     try:
@@ -54,7 +59,7 @@ class LocalEmbedder:
 
     @property
     def model_id(self) -> str:
-        return f"wordllama-{_CONFIG}-{NATIVE_DIMENSIONS}@{self._dimensions}"
+        return local_model_id(self._dimensions)
 
     @property
     def dimensions(self) -> int:

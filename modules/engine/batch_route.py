@@ -17,6 +17,10 @@ killed in (2)-(3) leaves 'submitting': the next run asks the API for a job of th
 adopts it, or, if there is none, releases the chunks; no chunk is ever submitted twice. One killed in
 (4) leaves the job 'submitted': the next run ingests it again, harmlessly (the write is idempotent).
 Runs take jobs with a lease (SKIP LOCKED), so two runs never track the same job at once.
+
+A model migration fills its shadow column by the same route: its jobs say target 'next', their
+chunks are leased in the shadow queue, and whichever run finds such a job finished writes its
+vectors there (ChunkStore.shadow()), checked against the job's own model.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class BatchOptions:
     job_size: int  # chunks per job
     poll_seconds: float
     secrets: tuple[str, ...] = ()
+    target: str = "live"  # where submitted jobs write: "live" (the vector column) or "next" (a migration's)
 
 
 class BatchRoute:
@@ -75,15 +80,20 @@ class BatchRoute:
 
     # --- submitting --------------------------------------------------------------------------------
 
+    def _queue(self, target: str) -> ChunkStore:
+        """The live queue, or a model migration's shadow queue."""
+        return self.store.shadow() if target == "next" else self.store
+
     async def submit(self, where: ClaimFilter, limit: int | None) -> list[str]:
         """Put the selected chunks into jobs (at most `limit` chunks); returns the jobs' ids."""
         submitted: list[str] = []
         remaining = limit
+        queue = self._queue(self.options.target)
         while remaining is None or remaining > 0:
             size = self.options.job_size if remaining is None else min(self.options.job_size, remaining)
             job_id = uuid.uuid4().hex
             # Not retried: a claim whose answer was lost leaves a job row the next run releases.
-            chunks = await self.store.batch_claim(job_id, self.client.model_id, self.options.worker, size, where)
+            chunks = await queue.batch_claim(job_id, self.client.model_id, self.options.worker, size, where)
             if not chunks:
                 break
             if remaining is not None:
@@ -99,15 +109,16 @@ class BatchRoute:
     async def _screen(self, job_id: str, chunks: Sequence[Chunk]) -> list[Item]:
         """As online: refuse what must never be sent, write what the cache already has."""
         owner = f"batch:{job_id}"
+        queue = self._queue(self.options.target)
         items, rejected = self.screener.screen(chunks)
         if rejected:
-            self.stats.failed += await self.store.fail(owner, rejected)
+            self.stats.failed += await queue.fail(owner, rejected)
         keys = [i.cache_key for i in items if i.cache_key]
         cached = await self.store.cached_vectors(keys) if keys else {}
         hits = [i for i in items if i.cache_key in cached]
         if hits:
             results = [Completed(i.chunk.id, cached[i.cache_key], i.content_hash) for i in hits if i.cache_key]
-            written = (await self.store.complete(owner, self.client.model_id, results)).written
+            written = (await queue.complete(owner, self.client.model_id, results)).written
             self.stats.embedded += written
             self.stats.cache_hits += written
         return [i for i in items if i.cache_key not in cached]
@@ -212,6 +223,8 @@ class BatchRoute:
 
     async def _ingest(self, job: BatchJob, remote: RemoteJob) -> None:
         owner = f"batch:{job.id}"
+        queue = self._queue(job.target)
+        dimensions = _dimensions_of(job.model)
         results = await self.client.results(remote, len(job.chunk_ids))
         done: list[Completed] = []
         failures: list[Failure] = []
@@ -219,7 +232,7 @@ class BatchRoute:
             result = results[index] if index < len(results) else None
             if result is None:
                 continue  # no answer for it: released below, embedded online
-            problem = self._problem(result)
+            problem = self._problem(result, dimensions)
             if problem is not None:
                 failures.append(Failure(chunk_id, scrub(problem, self.options.secrets)))
                 continue
@@ -227,8 +240,8 @@ class BatchRoute:
             vector = checked_vectors(np.asarray([result.values], dtype=np.float64))[0]
             cache_key = job.cache_keys[index] if index < len(job.cache_keys) else None
             done.append(Completed(chunk_id, vector, job.content_hashes[index], cache_key))
-        written = (await self.store.complete(owner, job.model, done)).written if done else 0
-        recorded = await self.store.fail(owner, failures) if failures else 0
+        written = (await queue.complete(owner, job.model, done)).written if done else 0
+        recorded = await queue.fail(owner, failures) if failures else 0
         released = await self.store.batch_finish(job.id, "ingested", written, recorded)
         self.stats.embedded += written
         self.stats.failed += recorded
@@ -242,13 +255,13 @@ class BatchRoute:
             released,
         )
 
-    def _problem(self, result: ItemResult) -> str | None:
+    def _problem(self, result: ItemResult, dimensions: int) -> str | None:
         """Why an item's answer can't be stored, or None: the same checks as an online answer."""
         if result.error is not None:
             return f"batch item error: {result.error}"
-        if result.values is None or len(result.values) != self.client.dimensions:
+        if result.values is None or len(result.values) != dimensions:
             got = 0 if result.values is None else len(result.values)
-            return f"answer had a vector of {got} dimensions; {self.client.dimensions} were asked for"
+            return f"answer had a vector of {got} dimensions; {dimensions} were asked for"
         try:
             checked_vectors(np.asarray([result.values], dtype=np.float64))
         except TransientEmbeddingError as exc:
@@ -265,3 +278,8 @@ class BatchRoute:
                 return running
             log.info("⏳ バッチジョブ %d件の完了を待っています (%.0f秒ごとに確認)", running, every)
             await asyncio.sleep(every)
+
+
+def _dimensions_of(model_id: str) -> int:
+    """A job's vector length, from the model id it records (`gemini-embedding-001@768`)."""
+    return int(model_id.rsplit("@", 1)[1])

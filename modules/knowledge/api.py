@@ -22,13 +22,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from modules.cli.logging_setup import configure_logging, logging_configured
 from modules.cli.status_view import status_dict
-from modules.errors import BatchEmbeddingError
+from modules.embedders.base import Embedder
+from modules.errors import BatchEmbeddingError, LiveModelChangedError
 from modules.knowledge.auth import Dependency, bearer_token
 from modules.knowledge.body import read_upload
 from modules.knowledge.errors import DocumentTooLargeError, UnsupportedTypeError
@@ -183,6 +185,8 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
         k: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> dict[str, Any]:
         other_model = await service.other_model_vectors()
+        if other_model and await service.follow_live_model():  # a cut-over, not a mix: count again
+            other_model = await service.other_model_vectors()
         if other_model:
             raise HTTPException(
                 409,
@@ -191,20 +195,18 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
                 "で設定のモデルに揃えて再埋め込みするか、EMBEDDING_MODEL をそのベクトルを作ったモデルにしてください"
                 f" / search refused: {service.other_model_reason(other_model)}",
             )
-        try:
-            query = await service.generator.embedder.embed_query(q)
-        except BatchEmbeddingError as exc:
-            raise HTTPException(502, f"the embedding API could not embed the query: {exc}") from None
-        vector = query[0]
-        if not np.all(np.isfinite(vector)) or not np.any(vector):
-            raise HTTPException(
-                502,
-                "the embedding API answered the query with a zero (or non-finite) vector, which has no "
-                "direction to rank chunks by; try again, or rephrase the query",
-            )
-        hits = await service.knowledge.search(vector, k)
+        for attempt in (1, 2):
+            embedder = service.generator.embedder
+            vector = await _query_vector(embedder, q)
+            try:
+                hits = await service.knowledge.search(vector, k, model_id=embedder.model_id)
+                break
+            except LiveModelChangedError:  # a cut-over since the query was embedded: embed it again
+                if attempt == 2 or not await service.follow_live_model():
+                    raise HTTPException(503, "the vector column changed model during this search; try again") from None
         return {
             "query": q,
+            "model": embedder.model_id,
             "results": [
                 {
                     "chunk_id": h.chunk_id,
@@ -213,12 +215,29 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
                     "chunk_index": h.chunk_index,
                     "similarity": round(h.similarity, 4),
                     "content": h.content,
+                    "model": h.model,
                 }
                 for h in hits
             ],
         }
 
     return router
+
+
+async def _query_vector(embedder: Embedder, q: str) -> npt.NDArray[np.float32]:
+    """The query's vector, or the HTTP error that says why there is none."""
+    try:
+        query = await embedder.embed_query(q)
+    except BatchEmbeddingError as exc:
+        raise HTTPException(502, f"the embedding API could not embed the query: {exc}") from None
+    vector = query[0]
+    if not np.all(np.isfinite(vector)) or not np.any(vector):
+        raise HTTPException(
+            502,
+            "the embedding API answered the query with a zero (or non-finite) vector, which has no "
+            "direction to rank chunks by; try again, or rephrase the query",
+        )
+    return np.asarray(vector, dtype=np.float32)
 
 
 @asynccontextmanager

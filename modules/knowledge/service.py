@@ -13,6 +13,7 @@ import asyncio
 import time
 
 from modules.batch_embedding import BatchEmbeddingGenerator, batch_generate_embeddings_for_document
+from modules.embedders import make_embedder
 from modules.errors import BatchEmbeddingError, ModelMismatchError
 from modules.knowledge.chunking import ChunkingOptions
 from modules.knowledge.extract import UploadLimits
@@ -20,6 +21,7 @@ from modules.knowledge.ingest import knowledge_store
 from modules.knowledge.isolation import Extractor
 from modules.knowledge.sealing import seal_process
 from modules.logs import get_logger
+from modules.model_ids import settings_for_model_id
 from modules.settings import Settings
 from modules.stores import store_kind
 from modules.stores.base import KnowledgeStore
@@ -103,6 +105,21 @@ class KnowledgeService:
             status = await generator.store.status(model_id=generator.embedder.model_id)
             self._other_model = (status.other_model, time.monotonic())
             return status.other_model
+
+    async def follow_live_model(self) -> bool:
+        """Embed queries (and uploads) with the model a cut-over put in the vector column, if it is not
+        the generator's yet; True when it changed."""
+        async with self._model_lock:
+            generator = self.generator
+            live = await generator.store.live_model()
+            current = generator.embedder.model_id
+            if live is None or live == current:
+                return False
+            settings = settings_for_model_id(generator.settings, live)
+            generator.adopt_model(settings, make_embedder(settings))
+            self._other_model = None
+            log.warning("🔀 ベクトル列が %s に切り替わりました: 検索の質問も %s で埋め込みます", live, live)
+            return True
 
     def _fresh_other_model(self) -> int | None:
         if self._other_model is None:

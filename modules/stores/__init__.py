@@ -45,7 +45,7 @@ async def open_store(
         )
     try:
         info = await store.prepare()
-        check_dimensions(settings, info)
+        check_dimensions(settings, info, await _live_model(store))
         check_queue_columns(settings, await store.queue_columns())
     except BaseException:
         await store.aclose()
@@ -53,7 +53,21 @@ async def open_store(
     return store, info
 
 
-def check_dimensions(settings: Settings, info: ColumnInfo) -> None:
+async def _live_model(store: ChunkStore) -> str | None:
+    """The model a cut-over put in the vector column (None: none did, or the schema predates them)."""
+    try:
+        return await store.live_model()
+    except StoreError:
+        return None
+
+
+def check_dimensions(settings: Settings, info: ColumnInfo, live_model: str | None = None) -> None:
+    """The column's vector length must be the settings' (or, after a cut-over, the live model's: the
+    generator then embeds with that model)."""
+    from modules.model_ids import dimensions_of
+
+    if live_model is not None and info.dimensions == dimensions_of(live_model):
+        return
     if info.dimensions is not None and info.dimensions != settings.dimensions:
         raise SchemaMismatchError(
             f"EMBEDDING_DIMENSIONS is {settings.dimensions} but the column "

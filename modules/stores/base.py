@@ -147,6 +147,7 @@ class BatchJob:
     name: str | None  # Google's batches/..., once the API accepted the job
     model: str  # the model id the vectors are recorded under
     state: str  # claimed | submitting | submitted | done
+    target: str  # "live": the vector column; "next": a model migration's shadow column
     remote_state: str | None
     chunk_ids: tuple[str, ...]
     content_hashes: tuple[str, ...]
@@ -163,6 +164,7 @@ class BatchJobSummary:
     id: str
     name: str | None
     model: str
+    target: str  # "live" or "next" (a model migration's)
     state: str
     remote_state: str | None
     outcome: str | None  # ingested | failed | expired | cancelled | abandoned (when done)
@@ -175,6 +177,22 @@ class BatchJobSummary:
     submitted_at: datetime | None
     finished_at: datetime | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class ModelMigrationRow:
+    """A model migration as the database records it (see sql/model_migration.sql)."""
+
+    id: str
+    source_model: str | None  # the model the column held when it began (None: not recorded)
+    target_model: str  # the model id its vectors are made with, e.g. gemini-embedding-2@768
+    state: str  # filling | cut_over | aborted
+    started_at: datetime
+    cut_over_at: datetime | None
+    ended_at: datetime | None
+    agreement: float | None  # share of sampled chunks whose nearest neighbour stayed in the new top 5
+    agreement_sample: int | None
+    note: str | None
 
 
 @dataclass
@@ -293,6 +311,26 @@ class ChunkStore(Protocol):
         """Clear dead leases and reset (at most `limit`) wrong vectors to pending, in one transaction."""
         ...
 
+    # --- model migration (see sql/model_migration.sql) ---
+
+    async def live_model(self) -> str | None:
+        """The model the vector column holds since the last cut-over (None: never cut over)."""
+        ...
+
+    async def migration_current(self) -> ModelMigrationRow | None:
+        """The model migration that fills, else the last one; None if there never was one."""
+        ...
+
+    async def migration_remaining_chars(self) -> int:
+        """Characters of text not yet embedded with the filling migration's model."""
+        ...
+
+    def shadow(self) -> ChunkStore:
+        """The same store over the filling migration's shadow queue: claim, complete, fail, release,
+        renew_leases, lease_owners, status and batch_claim act on the new model's columns. Raises
+        MigrationError where migrations are not supported (the Supabase REST path)."""
+        ...
+
     async def table_access(self) -> list[TableAccess]:
         """Whether Supabase's API roles (anon, authenticated) can read the host tables (see security.sql)."""
         ...
@@ -348,6 +386,7 @@ class SearchHit:
     chunk_index: int
     content: str
     distance: float
+    model: str | None = None  # the model that made the hit's vector, as recorded
 
     @property
     def similarity(self) -> float:
@@ -376,6 +415,10 @@ class KnowledgeStore(Protocol):
         """Chunks removed, or None when there is no such document."""
         ...
 
-    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
-        """The nearest chunks by cosine distance, each text once (the nearest copy), never a chunk twice."""
+    async def search(
+        self, query: npt.NDArray[np.float32], limit: int = 5, *, model_id: str | None = None
+    ) -> list[SearchHit]:
+        """The nearest chunks by cosine distance, each text once (the nearest copy), never a chunk twice.
+        With `model_id` (the model that embedded the query), raises LiveModelChangedError instead of
+        comparing when the column holds another model's vectors since a cut-over."""
         ...

@@ -6,6 +6,7 @@ connection string. Every call is one short transaction; none is held open across
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -19,7 +20,13 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types import TypeInfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
+from modules.errors import (
+    LiveModelChangedError,
+    ModelRetiredError,
+    SchemaMismatchError,
+    StoreError,
+    StoreUnavailableError,
+)
 from modules.logs import get_logger
 from modules.settings import TableNames
 from modules.stores.base import (
@@ -36,6 +43,7 @@ from modules.stores.base import (
     ErrorGroup,
     Failure,
     LeaseOwner,
+    ModelMigrationRow,
     QueueStatus,
     RepairResult,
     RepairRow,
@@ -45,7 +53,7 @@ from modules.stores.base import (
     TableAccess,
 )
 from modules.stores.migrations import upgrade
-from modules.stores.rows import batch_job, batch_job_summary
+from modules.stores.rows import batch_job, batch_job_summary, model_migration
 from modules.stores.sql_templates import (
     EXTENSION_FILE,
     HOST_TABLES_FILE,
@@ -60,6 +68,17 @@ log = get_logger(__name__)
 AConn = psycopg.AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x656D6271  # "embq": serializes concurrent migrations from several workers
 _LOCK_TIMEOUT_SECONDS = 5
+# The statements a model migration's shadow view runs in place of the live column's (queries.sql).
+_SHADOW_STATEMENTS = (
+    "claim",
+    "complete",
+    "fail",
+    "renew_leases",
+    "lease_owners",
+    "release",
+    "status",
+    "batch_claim",
+)
 
 
 def _needs_no_prepare(conninfo: str) -> bool:
@@ -83,8 +102,11 @@ class PostgresStore:
         self._pool_size = max(2, pool_size)
         self._create_tables = create_tables  # the embedded database, or --setup
         self._pool: AsyncConnectionPool[AConn] | None = None
+        self._vector_schema = "public"  # where pgvector is: read by the migration
         self._vector_type = "public.vector"  # schema-qualified once the migration has read where pgvector is
         self._queries: dict[str, str] = {}
+        self._context: SqlContext | None = None
+        self._is_view = False  # a shadow view shares its parent's pool and never closes it
         self._connect_kwargs: dict[str, Any] = {"connect_timeout": 10}
         if _needs_no_prepare(conninfo):
             self._connect_kwargs["prepare_threshold"] = None
@@ -93,7 +115,10 @@ class PostgresStore:
 
     async def prepare(self) -> ColumnInfo:
         info = await self._migrate()
-        context = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
+        context = SqlContext(
+            self._tables, self._dimensions, info.id_type, info.doc_id_type, vector_schema=self._vector_schema
+        )
+        self._context = context
         self._queries = named_queries(context)
         self._pool = AsyncConnectionPool(
             self._conninfo,
@@ -138,6 +163,7 @@ class PostgresStore:
                     await conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_SECONDS}s'")
                     await conn.execute(render(read_sql_file(EXTENSION_FILE), SqlContext(self._tables, 0)).encode())
                     vector_schema = await _vector_schema(conn)
+                    self._vector_schema = vector_schema
                     self._vector_type = f"{quote_identifier(vector_schema)}.vector"
                     base = SqlContext(self._tables, self._dimensions, vector_schema=vector_schema)
                     await self._ensure_host_tables(conn, base)
@@ -188,9 +214,27 @@ class PostgresStore:
         )
 
     async def aclose(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and not self._is_view:
             await self._pool.close()
             self._pool = None
+
+    def shadow(self) -> PostgresStore:
+        """This store over the filling model migration's shadow queue (see sql/model_migration.sql):
+        the same methods, running the next_* statements, on the same pool."""
+        view = copy.copy(self)
+        view._is_view = True
+        view._queries = {**self._queries, **{n: self._queries[f"next_{n}"] for n in _SHADOW_STATEMENTS}}
+        return view
+
+    @property
+    def conninfo(self) -> str:
+        return self._conninfo
+
+    @property
+    def sql_context(self) -> SqlContext:
+        if self._context is None:
+            raise StoreError("the store is not prepared; call prepare() first")
+        return self._context
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AConn]:
@@ -208,7 +252,10 @@ class PostgresStore:
         """Run a named statement (queries.sql); rows are read by column name."""
         async with self._connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(self._queries[name].encode(), params)
+            try:
+                await cursor.execute(self._queries[name].encode(), params)
+            except psycopg.Error as exc:
+                raise _model_error(exc) or exc from None
             return await cursor.fetchall()
 
     async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -475,8 +522,12 @@ class PostgresStore:
         value = (await self._one("delete_document", {"doc_id": doc_id}))["removed"]
         return None if value is None else int(value)
 
-    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
-        rows = await self._fetch("search", {"query": np.asarray(query, dtype=np.float32), "limit": limit})
+    async def search(
+        self, query: npt.NDArray[np.float32], limit: int = 5, *, model_id: str | None = None
+    ) -> list[SearchHit]:
+        rows = await self._fetch(
+            "search", {"query": np.asarray(query, dtype=np.float32), "limit": limit, "model": model_id}
+        )
         return [
             SearchHit(
                 str(r["chunk_id"]),
@@ -485,9 +536,23 @@ class PostgresStore:
                 int(r["chunk_index"]),
                 str(r["content"]),
                 float(r["distance"]),
+                r["model"],
             )
             for r in rows
         ]
+
+    # --- model migration -------------------------------------------------------------------------
+
+    async def live_model(self) -> str | None:
+        value = (await self._one("live_model", {}))["model"]
+        return None if value is None else str(value)
+
+    async def migration_current(self) -> ModelMigrationRow | None:
+        rows = await self._fetch("migration_current", {})
+        return model_migration(rows[0]) if rows else None
+
+    async def migration_remaining_chars(self) -> int:
+        return int((await self._one("migration_remaining_chars", {}))["chars"])
 
 
 async def _vector_schema(conn: AConn) -> str:
@@ -525,6 +590,15 @@ async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:
         raise StoreError(f"column {tables.chunks}.{tables.embedding_column} is {vector['type']}, not a pgvector vector")
     dims = int(vector["typmod"]) if int(vector["typmod"]) > 0 else None
     return ColumnInfo(dimensions=dims, id_type=str(columns["id"]["type"]), doc_id_type=str(columns["doc_id"]["type"]))
+
+
+def _model_error(exc: psycopg.Error) -> Exception | None:
+    """The port's error for the model checks of model_migration.sql (SQLSTATE EQ001-EQ003)."""
+    if exc.sqlstate in ("EQ001", "EQ003"):
+        return ModelRetiredError(_short(exc))
+    if exc.sqlstate == "EQ002":
+        return LiveModelChangedError(_short(exc))
+    return None
 
 
 def _short(exc: BaseException) -> str:

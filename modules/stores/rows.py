@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from modules.stores.base import BatchJob, BatchJobSummary
+from modules.stores.base import BatchJob, BatchJobSummary, ModelMigrationRow
 
 
 def timestamp(value: Any) -> datetime | None:
@@ -24,6 +24,7 @@ def batch_job(row: dict[str, Any]) -> BatchJob:
         name=row["name"],
         model=str(row["model"]),
         state=str(row["state"]),
+        target=str(row["target"]),
         remote_state=row["remote_state"],
         chunk_ids=tuple(str(v) for v in row["chunk_ids"] or ()),
         content_hashes=tuple(str(v) for v in row["content_hashes"] or ()),
@@ -42,6 +43,7 @@ def batch_job_summary(row: dict[str, Any]) -> BatchJobSummary:
         id=str(row["id"]),
         name=row["name"],
         model=str(row["model"]),
+        target=str(row["target"]),
         state=str(row["state"]),
         remote_state=row["remote_state"],
         outcome=row["outcome"],
@@ -51,4 +53,21 @@ def batch_job_summary(row: dict[str, Any]) -> BatchJobSummary:
         finished_at=timestamp(row["finished_at"]),
         error=row["error"],
         **counts,
+    )
+
+
+def model_migration(row: dict[str, Any]) -> ModelMigrationRow:
+    started = timestamp(row["started_at"])
+    assert started is not None
+    return ModelMigrationRow(
+        id=str(row["id"]),
+        source_model=row["source_model"],
+        target_model=str(row["target_model"]),
+        state=str(row["state"]),
+        started_at=started,
+        cut_over_at=timestamp(row["cut_over_at"]),
+        ended_at=timestamp(row["ended_at"]),
+        agreement=None if row["agreement"] is None else float(row["agreement"]),
+        agreement_sample=None if row["agreement_sample"] is None else int(row["agreement_sample"]),
+        note=row["note"],
     )

@@ -26,6 +26,7 @@ FUNCTION_FILES = (
     "repair.sql",
     "knowledge.sql",
     "batch.sql",
+    "model_migration.sql",
     "security.sql",
     "grants.sql",
 )  # grants.sql covers all
@@ -80,6 +81,12 @@ class SqlContext:
             "cache": f"{schema}.{quote_identifier(t.chunks[:40] + '_embedding_cache')}",
             "migrations_table": f"{schema}.{quote_identifier('embq_migrations')}",
             "batch_jobs": f"{schema}.{quote_identifier('embq_batch_jobs')}",
+            "model_migrations": f"{schema}.{quote_identifier('embq_model_migrations')}",
+            "next_queue": f"{schema}.{quote_identifier('embq_next_queue')}",
+            "next_queue_regclass": f"{schema}.{quote_identifier('embq_next_queue')}",
+            "embedding_next": quote_identifier(t.embedding_column + "_next"),
+            "embedding_next_name": t.embedding_column + "_next",
+            "cutover_lock": str(CUTOVER_LOCK),
             "content": quote_identifier(t.content_column),
             "content_name": t.content_column,
             "embedding": quote_identifier(t.embedding_column),
@@ -101,6 +108,10 @@ class SqlContext:
 # pgvector's type, functions and operators with the schema it is installed in ({{vector}},
 # {{vector_schema}}.vector_dims, OPERATOR({{vector_schema}}.<=>)).
 SEARCH_PATH = "pg_catalog, pg_temp"
+
+# The advisory lock a model migration's cut-over holds exclusively and search and writes hold shared
+# (model_migration.sql).
+CUTOVER_LOCK = 0x656D62715F637574  # "embq_cut"
 
 
 def render(template: str, context: SqlContext) -> str:
@@ -130,9 +141,9 @@ def read_sql_file(name: str) -> str:
     return files("modules.stores").joinpath("sql", *name.split("/")).read_text(encoding="utf-8")
 
 
-def named_queries(context: SqlContext) -> dict[str, str]:
-    """Parse queries.sql into {name: rendered statement}."""
-    text = read_sql_file("queries.sql")
+def named_queries(context: SqlContext, file: str = "queries.sql") -> dict[str, str]:
+    """Parse a file of named statements (queries.sql by default) into {name: rendered statement}."""
+    text = read_sql_file(file)
     parts = _QUERY_HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):

@@ -32,7 +32,14 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
+from modules.errors import (
+    LiveModelChangedError,
+    MigrationError,
+    ModelRetiredError,
+    SchemaMismatchError,
+    StoreError,
+    StoreUnavailableError,
+)
 from modules.logs import get_logger
 from modules.settings import Secret, TableNames
 from modules.stores.base import (
@@ -49,6 +56,7 @@ from modules.stores.base import (
     ErrorGroup,
     Failure,
     LeaseOwner,
+    ModelMigrationRow,
     QueueStatus,
     RepairResult,
     RepairRow,
@@ -58,7 +66,7 @@ from modules.stores.base import (
     TableAccess,
 )
 from modules.stores.migrations import RELEASED_V1, latest_version
-from modules.stores.rows import batch_job, batch_job_summary
+from modules.stores.rows import batch_job, batch_job_summary, model_migration
 
 log = get_logger(__name__)
 
@@ -281,6 +289,10 @@ class SupabaseStore:
         said = f"HTTP {status}" if status else "error"
         said += f" {code}: {message}" if code and code != str(status) else f": {message}"
         lowered = message.lower()
+        if code in ("EQ001", "EQ003"):  # model_migration.sql's model checks
+            return ModelRetiredError(message)
+        if code == "EQ002":
+            return LiveModelChangedError(message)
         if code == "42501" and status != 403:  # PostgREST answers 401 when the anonymous role was refused
             return StoreError(
                 f"Supabase refused {function} ({said}): the queue functions are granted to service_role only, "
@@ -383,7 +395,7 @@ class SupabaseStore:
         if not results:
             return CompleteResult(0, 0)
         rows = await self._rpc(
-            "embq_complete_v2",
+            "embq_complete_v3",
             {
                 "p_worker": worker,
                 "p_model": model_id,
@@ -647,8 +659,12 @@ class SupabaseStore:
         value = await self._rpc("embq_delete_document", {"p_doc_id": doc_id})
         return None if value is None else int(value)
 
-    async def search(self, query: npt.NDArray[np.float32], limit: int = 5) -> list[SearchHit]:
-        rows = await self._rows("embq_search_v2", {"p_query": vector_text(query), "p_limit": limit}, limit)
+    async def search(
+        self, query: npt.NDArray[np.float32], limit: int = 5, *, model_id: str | None = None
+    ) -> list[SearchHit]:
+        rows = await self._rows(
+            "embq_search_v3", {"p_query": vector_text(query), "p_limit": limit, "p_model": model_id}, limit
+        )
         hits: dict[str, SearchHit] = {}  # pages re-run the query: never let one chunk count twice
         for r in rows:
             hit = SearchHit(
@@ -658,9 +674,30 @@ class SupabaseStore:
                 chunk_index=int(r["chunk_index"]),
                 content=str(r["content"]),
                 distance=float(r["distance"]),
+                model=r["model"],
             )
             hits.setdefault(hit.chunk_id, hit)
         return list(hits.values())[:limit]
+
+    # --- model migration -------------------------------------------------------------------------
+
+    async def live_model(self) -> str | None:
+        value = await self._rpc("embq_live_model", {})
+        return None if value is None else str(value)
+
+    async def migration_current(self) -> ModelMigrationRow | None:
+        rows = await self._rpc("embq_migration_current", {})
+        return model_migration(rows[0]) if rows else None
+
+    async def migration_remaining_chars(self) -> int:
+        return int(await self._rpc("embq_next_remaining_chars", {}) or 0)
+
+    def shadow(self) -> SupabaseStore:
+        raise MigrationError(
+            "a model migration needs a database connection (DATABASE_URL, e.g. Supabase's session pooler or "
+            "direct connection string): it adds columns and builds an index concurrently, which the REST API "
+            "can't do"
+        )
 
 
 def _timestamp(value: Any) -> datetime | None:

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS "public"."embq_batch_jobs" (
     id                text PRIMARY KEY,
     name              text UNIQUE,
     model             text NOT NULL,
+    target            text NOT NULL DEFAULT 'live',  -- 'live': the vector column; 'next': a model migration's
     state             text NOT NULL,
     remote_state      text,
     chunk_ids         text[],
@@ -94,7 +95,7 @@ $$;
 -- the same job at once.
 CREATE OR REPLACE FUNCTION "public".embq_batch_take(
     p_worker text, p_lease_seconds integer, p_limit integer, p_dead_owners text[] DEFAULT '{}')
-RETURNS TABLE (id text, name text, model text, state text, remote_state text, chunk_ids text[],
+RETURNS TABLE (id text, name text, model text, target text, state text, remote_state text, chunk_ids text[],
                content_hashes text[], cache_keys text[], tokens bigint, created_at timestamptz,
                submitted_at timestamptz)
 LANGUAGE sql VOLATILE
@@ -112,7 +113,7 @@ AS $$
         SET worker = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds)
         FROM free WHERE j.id = free.id
         RETURNING j.*)
-    SELECT t.id, t.name, t.model, t.state, t.remote_state, t.chunk_ids, t.content_hashes, t.cache_keys, t.tokens,
+    SELECT t.id, t.name, t.model, t.target, t.state, t.remote_state, t.chunk_ids, t.content_hashes, t.cache_keys, t.tokens,
            t.created_at, t.submitted_at
     FROM taken t ORDER BY t.created_at;
 $$;
@@ -137,12 +138,22 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_released integer;
+    v_released integer := 0;
 BEGIN
-    UPDATE "public"."chunks" c
-    SET embedding_lease_owner = NULL, embedding_lease_expires_at = NULL
-    WHERE c.embedding_lease_owner = 'batch:' || p_job_id AND c."embedding" IS NULL;
-    GET DIAGNOSTICS v_released = ROW_COUNT;
+    IF (SELECT j.target FROM "public"."embq_batch_jobs" j WHERE j.id = p_job_id) = 'next' THEN
+        -- A model migration's job: its chunks are leased in the shadow queue (gone once the migration
+        -- was cut over or aborted).
+        IF to_regclass('"public"."embq_next_queue"') IS NOT NULL THEN
+            UPDATE "public"."embq_next_queue" n SET lease_owner = NULL, lease_expires_at = NULL
+            WHERE n.lease_owner = 'batch:' || p_job_id;
+            GET DIAGNOSTICS v_released = ROW_COUNT;
+        END IF;
+    ELSE
+        UPDATE "public"."chunks" c
+        SET embedding_lease_owner = NULL, embedding_lease_expires_at = NULL
+        WHERE c.embedding_lease_owner = 'batch:' || p_job_id AND c."embedding" IS NULL;
+        GET DIAGNOSTICS v_released = ROW_COUNT;
+    END IF;
     UPDATE "public"."embq_batch_jobs" j
     SET state = 'done', outcome = p_outcome, finished_at = now(), embedded = p_embedded, failed = p_failed,
         released = v_released, error = left(p_error, 2000), worker = NULL, lease_expires_at = NULL
@@ -163,17 +174,17 @@ $$;
 
 -- Jobs for --status and the dashboard: those not done, then the last p_recent done ones.
 CREATE OR REPLACE FUNCTION "public".embq_batch_jobs(p_recent integer DEFAULT 10)
-RETURNS TABLE (id text, name text, model text, state text, remote_state text, outcome text, chunks integer,
+RETURNS TABLE (id text, name text, model text, target text, state text, remote_state text, outcome text, chunks integer,
                tokens bigint, embedded integer, failed integer, released integer, created_at timestamptz,
                submitted_at timestamptz, finished_at timestamptz, error text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    (SELECT j.id, j.name, j.model, j.state, j.remote_state, j.outcome, coalesce(cardinality(j.chunk_ids), 0),
+    (SELECT j.id, j.name, j.model, j.target, j.state, j.remote_state, j.outcome, coalesce(cardinality(j.chunk_ids), 0),
             j.tokens, j.embedded, j.failed, j.released, j.created_at, j.submitted_at, j.finished_at, j.error
      FROM "public"."embq_batch_jobs" j WHERE j.state <> 'done' ORDER BY j.created_at)
     UNION ALL
-    (SELECT j.id, j.name, j.model, j.state, j.remote_state, j.outcome, coalesce(cardinality(j.chunk_ids), 0),
+    (SELECT j.id, j.name, j.model, j.target, j.state, j.remote_state, j.outcome, coalesce(cardinality(j.chunk_ids), 0),
             j.tokens, j.embedded, j.failed, j.released, j.created_at, j.submitted_at, j.finished_at, j.error
      FROM "public"."embq_batch_jobs" j WHERE j.state = 'done' ORDER BY j.finished_at DESC LIMIT p_recent);
 $$;
@@ -186,7 +197,7 @@ DECLARE
 BEGIN
     FOR fn IN
         SELECT p.oid::regprocedure FROM pg_proc p
-        WHERE p.pronamespace = '"public"'::regnamespace AND p.proname LIKE 'embq\_batch\_%'
+        WHERE p.pronamespace = '"public"'::regnamespace AND p.proname ~ '^embq_batch_'
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
         FOREACH role_name IN ARRAY ARRAY['anon', 'authenticated'] LOOP

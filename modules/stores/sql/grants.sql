@@ -29,6 +29,7 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE, DELETE ON {{chunks}}, {{documents}}, {{cache}} TO service_role;
         GRANT SELECT ON {{migrations_table}} TO service_role;
         GRANT SELECT, INSERT, UPDATE, DELETE ON {{batch_jobs}} TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON {{model_migrations}} TO service_role;
     END IF;
     -- The cache and the version table are the queue's own: not for the public API roles at all.
     FOREACH role_name IN ARRAY ARRAY['anon', 'authenticated'] LOOP
@@ -36,6 +37,7 @@ BEGIN
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{cache}}', role_name);
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{migrations_table}}', role_name);
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{batch_jobs}}', role_name);
+            EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{model_migrations}}', role_name);
         END IF;
     END LOOP;
 END

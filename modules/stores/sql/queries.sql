@@ -14,7 +14,7 @@ FROM {{schema}}.embq_claim_v2(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s
 -- name: complete --
 -- Store a batch of vectors and mark the chunks done (only those the worker still holds).
 SELECT written, changed
-FROM {{schema}}.embq_complete_v2(%(worker)s, %(model)s, %(ids)s, %(vectors)b, %(hashes)s, %(cache_keys)s);
+FROM {{schema}}.embq_complete_v3(%(worker)s, %(model)s, %(ids)s, %(vectors)b, %(hashes)s, %(cache_keys)s);
 
 -- name: cache_lookup --
 -- Cached vectors for these keys.
@@ -98,7 +98,8 @@ FROM {{schema}}.embq_ingest_document_v2(%(name)s, %(type)s, %(chunks)s, %(mode)s
 
 -- name: search --
 -- Nearest chunks to a query vector, each text once.
-SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.embq_search_v2(%(query)b, %(limit)s);
+SELECT chunk_id, doc_id, name, chunk_index, content, distance, model
+FROM {{schema}}.embq_search_v3(%(query)b, %(limit)s, %(model)s);
 
 -- name: table_access --
 -- Whether Supabase's API roles can read the host tables.
@@ -120,7 +121,8 @@ SELECT {{schema}}.embq_batch_submitted(%(job_id)s, %(name)s, %(remote_state)s) A
 
 -- name: batch_take --
 -- Lease the unfinished jobs no live run is tracking.
-SELECT id, name, model, state, remote_state, chunk_ids, content_hashes, cache_keys, tokens, created_at, submitted_at
+SELECT id, name, model, target, state, remote_state, chunk_ids, content_hashes, cache_keys, tokens, created_at,
+       submitted_at
 FROM {{schema}}.embq_batch_take(%(worker)s, %(lease_seconds)s, %(limit)s, %(dead_owners)s);
 
 -- name: batch_seen --
@@ -133,10 +135,57 @@ SELECT {{schema}}.embq_batch_finish(%(job_id)s, %(outcome)s, %(embedded)s, %(fai
 
 -- name: batch_jobs --
 -- Jobs not done, then the last ones done.
-SELECT id, name, model, state, remote_state, outcome, chunks, tokens, embedded, failed, released, created_at,
-       submitted_at, finished_at, error
+SELECT id, name, model, target, state, remote_state, outcome, chunks, tokens, embedded, failed, released,
+       created_at, submitted_at, finished_at, error
 FROM {{schema}}.embq_batch_jobs(%(recent)s);
 
 -- name: batch_workers --
 -- Who is tracking a job right now.
 SELECT worker FROM {{schema}}.embq_batch_workers() AS worker;
+
+-- name: live_model --
+-- The model the vector column holds, as the last cut-over recorded (NULL: as EMBEDDING_MODEL says).
+SELECT {{schema}}.embq_live_model() AS model;
+
+-- name: migration_current --
+-- The model migration that fills, or the last one.
+SELECT id, source_model, target_model, state, started_at, cut_over_at, ended_at, agreement, agreement_sample, note
+FROM {{schema}}.embq_migration_current();
+
+-- name: migration_remaining_chars --
+-- Characters left to embed with the migration's model.
+SELECT {{schema}}.embq_next_remaining_chars() AS chars;
+
+-- The shadow queue of a model migration: the same statements as claim, complete, fail, renew_leases,
+-- lease_owners, release, status and batch_claim, with the same parameters and rows (PostgresStore's
+-- shadow view runs these under those names).
+
+-- name: next_claim --
+SELECT id, doc_id, chunk_index, content, title, attempts
+FROM {{schema}}.embq_next_claim(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s,
+                                %(dead_owners)s);
+
+-- name: next_complete --
+SELECT written, changed
+FROM {{schema}}.embq_next_complete(%(worker)s, %(model)s, %(ids)s, %(vectors)b, %(hashes)s, %(cache_keys)s);
+
+-- name: next_fail --
+SELECT {{schema}}.embq_next_fail(%(worker)s, %(ids)s, %(errors)s) AS recorded;
+
+-- name: next_renew_leases --
+SELECT id FROM {{schema}}.embq_next_renew_leases(%(worker)s, %(ids)s, %(lease_seconds)s) AS id;
+
+-- name: next_lease_owners --
+SELECT owner, chunks, expires_at FROM {{schema}}.embq_next_lease_owners();
+
+-- name: next_release --
+SELECT {{schema}}.embq_next_release(%(worker)s, %(ids)s) AS released;
+
+-- name: next_status --
+SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model
+FROM {{schema}}.embq_next_status(%(doc_id)s, %(model)s, %(dead_owners)s);
+
+-- name: next_batch_claim --
+SELECT id, doc_id, chunk_index, content, title, attempts
+FROM {{schema}}.embq_next_batch_claim(%(job_id)s, %(model)s, %(worker)s, %(limit)s, %(mode)s, %(doc_id)s,
+                                      %(failed_before)s, %(dead_owners)s);

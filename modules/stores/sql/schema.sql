@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS {{batch_jobs}} (
     id                text PRIMARY KEY,
     name              text UNIQUE,
     model             text NOT NULL,
+    target            text NOT NULL DEFAULT 'live',  -- 'live': the vector column; 'next': a model migration's
     state             text NOT NULL,
     remote_state      text,
     chunk_ids         text[],
@@ -68,3 +69,20 @@ CREATE TABLE IF NOT EXISTS {{batch_jobs}} (
     released          integer,
     error             text
 );
+
+-- Model migrations (see model_migration.sql): one row per migration from the model the vector column
+-- holds to another; the last one cut over says which model that is. At most one fills at a time.
+CREATE TABLE IF NOT EXISTS {{model_migrations}} (
+    id                text PRIMARY KEY,
+    source_model      text,
+    target_model      text NOT NULL,
+    state             text NOT NULL CHECK (state IN ('filling', 'cut_over', 'aborted')),
+    started_at        timestamptz NOT NULL DEFAULT now(),
+    cut_over_at       timestamptz,
+    ended_at          timestamptz,
+    agreement         double precision,
+    agreement_sample  integer,
+    note              text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS embq_model_migrations_one_filling ON {{model_migrations}} ((true))
+    WHERE state = 'filling';

@@ -1,0 +1,164 @@
+"""Model migration on the real PostgreSQL: shadow columns filled while search reads the live column,
+new uploads embedded by both models, the cut-over's swap (indexes built before, the agreement check),
+abort leaving everything as it was, and no write or search of a retired model after a cut-over."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import psycopg
+import pytest
+
+from modules.batch_embedding import BatchEmbeddingGenerator
+from modules.embedders.local import local_model_id
+from modules.engine.migration import ModelMigrator
+from modules.errors import LiveModelChangedError, MigrationError, MigrationNotReadyError, ModelRetiredError
+from modules.settings import Settings
+from modules.stores.base import ClaimFilter, Completed
+from modules.text import content_hash
+from tests.helpers import corpus, fetch_all, seed_chunks
+
+OLD, NEW = local_model_id(768), local_model_id(384)
+
+CHUNK_SHAPE = """
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+    WHERE a.attrelid = 'chunks'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"""
+INDEXES = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'chunks' ORDER BY 1"
+
+
+async def embedded_corpus(url: str, settings: Settings, n: int = 60) -> None:
+    await seed_chunks(url, corpus(n, docs=3))
+    async with BatchEmbeddingGenerator(settings) as generator:
+        assert (await generator.run()).ok
+
+
+async def test_migrate_fill_and_cut_over_swap_the_column_in_one_step(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    await embedded_corpus(database_url, settings)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        migrator = ModelMigrator(generator)
+        row, target = await migrator.start("local@384")
+        assert (row.source_model, row.target_model, row.state) == (OLD, NEW, "filling")
+        progress = await migrator.progress()
+        assert progress is not None and progress.queue is not None
+        assert (progress.queue.total, progress.queue.embedded, progress.queue.pending) == (60, 0, 60)
+
+        # Search reads the live column, with the live model, while the migration fills.
+        query = (await generator.embedder.embed_query("段落"))[0]
+        hits = await generator.store.search(query, 3, model_id=OLD)  # type: ignore[attr-defined]
+        assert len(hits) == 3 and {h.model for h in hits} == {OLD}
+
+        with pytest.raises(MigrationNotReadyError, match="60 chunk"):
+            await migrator.cutover()
+        stats = await migrator.fill(target)
+        assert stats.ok and stats.embedded == 60
+        report = await migrator.cutover()
+        assert report.agreement is not None and report.agreement_sample == 60
+        assert [step for step, _ in report.timeline][-1] == "swapped"
+        assert generator.embedder.model_id == NEW  # the generator embeds with the new model from now on
+
+    shape = dict(await fetch_all(database_url, CHUNK_SHAPE))
+    assert shape["embedding"] == "vector(384)"
+    assert not any(name.endswith("_next") for name in shape)
+    models = await fetch_all(database_url, "SELECT DISTINCT embedding_model, vector_dims(embedding) FROM chunks")
+    assert models == [(NEW, 384)]
+    indexes = dict(await fetch_all(database_url, INDEXES))
+    assert {"chunks_embq_pending_idx", "chunks_embq_failed_idx", "chunks_embedding_hnsw_idx"} <= set(indexes)
+    assert "(embedding IS NULL)" in indexes["chunks_embq_pending_idx"]
+    assert "hnsw (embedding" in indexes["chunks_embedding_hnsw_idx"]
+    assert await fetch_all(database_url, "SELECT to_regclass('embq_next_queue') IS NULL") == [(True,)]
+
+    # A worker whose settings still say the old model follows the column.
+    async with BatchEmbeddingGenerator(make_settings()) as later:
+        assert later.embedder.model_id == NEW
+        await seed_chunks_more(database_url)
+        assert (await later.run()).ok
+    assert await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding_model <> %s", (NEW,)) == [(0,)]
+
+
+async def seed_chunks_more(url: str) -> None:
+    await fetch_all(
+        url,
+        "INSERT INTO chunks (doc_id, chunk_index, content) SELECT 'doc-000', 100, '切り替え後の段落です。' RETURNING 1",
+    )
+
+
+async def test_an_ordinary_run_embeds_new_uploads_with_both_models_while_a_migration_fills(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 30)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("local@384")
+        await migrator.fill(target, limit=10)
+        await seed_chunks_more(database_url)  # an upload: pending for both models
+        stats = await generator.run()
+        assert stats.ok and stats.embedded == 1
+        assert generator.migration_stats is not None and generator.migration_stats.embedded == 21
+    rows = await fetch_all(
+        database_url,
+        "SELECT embedding_model, embedding_model_next FROM chunks WHERE content = '切り替え後の段落です。'",
+    )
+    assert rows == [(OLD, NEW)]
+
+
+async def test_abort_leaves_the_table_as_it_was(database_url: str, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 30)
+    shape, indexes = await fetch_all(database_url, CHUNK_SHAPE), await fetch_all(database_url, INDEXES)
+    vectors = await fetch_all(database_url, "SELECT id, embedding::text, embedding_model FROM chunks ORDER BY id")
+    async with BatchEmbeddingGenerator(settings) as generator:
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("local@384")
+        await migrator.fill(target, limit=12)
+        aborted = await migrator.abort()
+        assert aborted.state == "aborted"
+        with pytest.raises(MigrationError, match="nothing to abort"):
+            await migrator.abort()
+    assert await fetch_all(database_url, CHUNK_SHAPE) == shape
+    assert await fetch_all(database_url, INDEXES) == indexes
+    assert (
+        await fetch_all(database_url, "SELECT id, embedding::text, embedding_model FROM chunks ORDER BY id") == vectors
+    )
+
+
+async def test_a_run_that_began_before_the_cut_over_writes_nothing_after_it(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 20)
+    await seed_chunks_more(database_url)  # pending for the old model
+    async with BatchEmbeddingGenerator(settings) as generator:
+        store = generator.store
+        (held,) = await store.claim("old-worker", 5, 600, ClaimFilter())  # an old-model run holds it
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("local@384")
+        await migrator.fill(target)
+        await migrator.cutover()
+        old_vector = np.full(768, 1 / np.sqrt(768), dtype=np.float32)
+        with pytest.raises(ModelRetiredError, match="retired"):
+            await store.complete("old-worker", OLD, [Completed(held.id, old_vector, content_hash(held.content))])
+        with pytest.raises(LiveModelChangedError):
+            await store.search(old_vector, 3, model_id=OLD)  # type: ignore[attr-defined]
+    rows = await fetch_all(database_url, "SELECT embedding_model FROM chunks WHERE id = %s", (held.id,))
+    assert rows == [(NEW,)]
+
+
+async def test_the_cut_over_refuses_while_a_view_uses_the_column(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 9)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE VIEW chatbot_chunks AS SELECT id, embedding FROM chunks")
+    async with BatchEmbeddingGenerator(settings) as generator:
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("local@384")
+        await migrator.fill(target)
+        with pytest.raises(MigrationError, match="view chatbot_chunks"):
+            await migrator.cutover()
+    assert await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding_model = %s", (OLD,)) == [(9,)]
