@@ -402,10 +402,11 @@ class BatchEmbeddingGenerator:
         t, model = self.settings.tables, self.embedder.model_id
         return (
             f"{t.chunks}.{t.embedding_column} holds {count} vectors made by another model than {model} "
-            "(EMBEDDING_MODEL / EMBEDDING_DIMENSIONS), and search can't compare two models' vectors. Re-embed them "
-            "with the configured model: python fix_missing_embeddings.py (add --dry-run to see what it would do); "
-            "or set EMBEDDING_MODEL to the model that made them; or set EMBEDDING_ALLOW_MODEL_MIX=true while you "
-            "re-embed everything"
+            "(EMBEDDING_MODEL / EMBEDDING_DIMENSIONS), and search can't compare two models' vectors. Re-embed "
+            f"everything with {model} while search keeps working: python batch_embedding_processor.py "
+            f"--migrate-to {model} (then --migrate-cutover); or in place, search degraded meanwhile: python "
+            "fix_missing_embeddings.py; or set EMBEDDING_MODEL to the model that made them (EMBEDDING_ALLOW_MODEL_MIX="
+            "true lets runs add vectors meanwhile)"
         )
 
     def new_pacer(self, embedder: Embedder | None = None) -> Pacer:

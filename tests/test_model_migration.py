@@ -4,6 +4,7 @@ abort leaving everything as it was, and no write or search of a retired model af
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ from modules.errors import LiveModelChangedError, MigrationError, MigrationNotRe
 from modules.settings import Settings
 from modules.stores.base import ClaimFilter, Completed
 from modules.text import content_hash
+from tests.chaos_helpers import run_cli
 from tests.helpers import corpus, fetch_all, seed_chunks
 
 OLD, NEW = local_model_id(768), local_model_id(384)
@@ -162,3 +164,60 @@ async def test_the_cut_over_refuses_while_a_view_uses_the_column(
         with pytest.raises(MigrationError, match="view chatbot_chunks"):
             await migrator.cutover()
     assert await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding_model = %s", (OLD,)) == [(9,)]
+
+
+async def test_legacy_vectors_of_no_recorded_model_are_migrated_not_overwritten(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    await seed_chunks(database_url, corpus(12, docs=3))
+    # The old system's vectors: no model recorded (text-embedding-004, say), searchable meanwhile.
+    await fetch_all(
+        database_url,
+        "UPDATE chunks SET embedding = array_fill(0.036, ARRAY[768])::vector RETURNING 1",
+    )
+    async with BatchEmbeddingGenerator(make_settings()) as generator:
+        migrator = ModelMigrator(generator)
+        row, target = await migrator.start("local@768")  # the configured model: the column does not hold it
+        assert (row.source_model, row.target_model) == (None, OLD)
+        await migrator.fill(target)
+        legacy = await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding_model IS NULL")
+        assert legacy == [(12,)]  # untouched until the cut-over
+        await migrator.cutover()
+    assert await fetch_all(database_url, "SELECT DISTINCT embedding_model FROM chunks") == [(OLD,)]
+
+
+def test_the_supabase_rest_path_says_a_migration_needs_a_database_connection() -> None:
+    from modules.settings import Secret, TableNames
+    from modules.stores.supabase import SupabaseStore
+
+    store = SupabaseStore("https://x.supabase.co", Secret("service-key"), TableNames(), 768)
+    with pytest.raises(MigrationError, match="DATABASE_URL"):
+        store.shadow()
+
+
+@pytest.mark.slow
+async def test_the_cli_commands_exit_codes_and_status(database_url: str, base_env: dict[str, str]) -> None:
+    await seed_chunks(database_url, corpus(20, docs=2))
+    assert run_cli(base_env).returncode == 0
+    nothing = run_cli(base_env, "--migrate-cutover")
+    assert nothing.returncode == 2 and "no model migration is under way" in nothing.stderr
+    assert run_cli(base_env, "--migrate-to", "local@384", "--status").returncode == 2
+    bad = run_cli(base_env, "--migrate-to", "not a model!")
+    assert bad.returncode == 2 and "MODEL[@DIMENSIONS]" in bad.stderr
+
+    partial = run_cli(base_env, "--migrate-to", "local@384", "--limit", "5", "--json")
+    assert partial.returncode == 0, partial.stderr  # a limited fill that did what it was asked
+    assert json.loads(partial.stdout)["migration"]["embedded"] == 5
+    shown = run_cli(base_env, "--status")
+    assert "🔀 モデル移行" in shown.stdout and "5 / 20 チャンク" in shown.stdout
+    status = json.loads(run_cli(base_env, "--status", "--json").stdout)["migration"]
+    assert (status["state"], status["pending"], status["source_model"]) == ("filling", 15, OLD)
+    assert status["remaining_tokens"] > 0 and status["estimated_cost_usd"] == {"batch": None, "online": None}
+    early = run_cli(base_env, "--migrate-cutover")
+    assert early.returncode == 1 and "15 chunk(s) have no" in early.stderr
+
+    assert run_cli(base_env, "--migrate-to", "local@384").returncode == 0
+    done = run_cli(base_env, "--migrate-cutover", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cutover"]["target_model"] == NEW
+    assert json.loads(run_cli(base_env, "--status", "--json").stdout)["model"] == NEW

@@ -138,6 +138,7 @@ async def test_vectors_of_another_model_are_counted_shown_and_never_mixed_silent
     assert refused.returncode == 2
     assert "another model" in refused.stderr and "fix_missing_embeddings.py" in refused.stderr
     assert "EMBEDDING_ALLOW_MODEL_MIX" in refused.stderr
+    assert "--migrate-to wordllama-l2_supercat-256@768" in refused.stderr  # search keeps working meanwhile
     rows = await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding IS NOT NULL")
     assert rows[0][0] == 1  # nothing was added
 

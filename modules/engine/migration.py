@@ -137,8 +137,11 @@ class ModelMigrator:
                 )
             return current, target
         live_id = g.embedder.model_id
-        if target_id == live_id:
+        status = await g.store.status(model_id=live_id)
+        if target_id == live_id and not status.other_model:
             raise MigrationError(f"the vector column already holds {live_id}: there is nothing to migrate")
+        # Vectors of an unrecorded or another model (an older system's): the source is not known.
+        source = None if status.other_model else live_id
         schema = self._schema(choice.dimensions)
         vector_indexes = await schema.vector_indexes()
         if choice.dimensions > 2000 and vector_indexes:
@@ -147,12 +150,11 @@ class ModelMigrator:
                 f"index {', '.join(vector_indexes)} could not be built for it. Choose 2,000 dimensions or fewer "
                 "(e.g. @1536)"
             )
-        status = await g.store.status(model_id=live_id)
         migration_id = uuid.uuid4().hex
-        await schema.start(migration_id, live_id, target_id)
+        await schema.start(migration_id, source, target_id)
         log.info(
             "🔀 モデル移行を開始しました: %s → %s (%dチャンク、うち記録のないモデル・別モデルのベクトル %d件)",
-            live_id,
+            source or "(記録のないモデル)",
             target_id,
             status.total,
             status.other_model,
