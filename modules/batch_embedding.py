@@ -105,10 +105,10 @@ class BatchEmbeddingGenerator:
         if self._store is None:
             self._store, _ = await open_store(self.settings, pool_size=self.lanes + 2)
         if self._embedder is None:
-            await self._follow_live_model()
+            await self.follow_live_model()
             self._embedder = make_embedder(self.settings)
 
-    async def _follow_live_model(self) -> None:
+    async def follow_live_model(self) -> None:
         """After a model migration's cut-over the column holds its model: embed with that one, whatever
         EMBEDDING_MODEL still says (mixing two models would break search). Checked when the generator
         opens and at the start of every run (a cut-over may happen while a long-lived app runs); an
@@ -210,7 +210,7 @@ class BatchEmbeddingGenerator:
         EMBEDDING_BATCH_API_THRESHOLD is set and the selection is larger), the selected chunks go into
         Batch API jobs instead; with `wait_for_batch` the run tracks them until they end and embeds
         online whatever they could not."""
-        await self._follow_live_model()
+        await self.follow_live_model()
         store, model_id = self.store, self.embedder.model_id
         if doc_id is not None and not await store.document_exists(doc_id):
             raise UnknownDocumentError(doc_id)

@@ -221,3 +221,134 @@ async def test_the_cli_commands_exit_codes_and_status(database_url: str, base_en
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["cutover"]["target_model"] == NEW
     assert json.loads(run_cli(base_env, "--status", "--json").stdout)["model"] == NEW
+
+
+async def test_a_repair_opened_before_a_cut_over_repairs_for_the_new_model(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    # Review 4: fix_missing_embeddings.py, opened before the cut-over, reset every new vector.
+    from modules.engine.repair import plan_repair, repair
+
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 20)
+    async with BatchEmbeddingGenerator(settings) as repairer:
+        stale_plan = await plan_repair(repairer)
+        async with BatchEmbeddingGenerator(settings) as operator:
+            migrator = ModelMigrator(operator)
+            _, target = await migrator.start("local@384")
+            await migrator.fill(target)
+            await migrator.cutover()
+        with pytest.raises(ModelRetiredError):  # the database refuses a plan made for the old model
+            await repairer.store.repair_apply(stale_plan.model_id, stale_plan.dimensions, None, None, ())
+        outcome = await repair(repairer)  # a whole repair follows the column first
+        assert outcome.plan.model_id == NEW and outcome.plan.totals.to_reset == 0
+    assert await fetch_all(database_url, "SELECT count(embedding) FROM chunks WHERE embedding_model = %s", (NEW,)) == [
+        (18,)
+    ]
+
+
+async def test_search_and_writes_refuse_repeatable_read(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    # Review 5: under REPEATABLE READ a search that waited for the swap saw the old live model.
+    await embedded_corpus(database_url, make_settings(), 9)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET default_transaction_isolation = 'repeatable read'")
+        conn.commit()
+        query = "[" + ",".join(["0.036"] * 768) + "]"
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT * FROM embq_search_v3(%s::vector, 3, %s)", (query, OLD))
+        assert caught.value.sqlstate == "25001" and "READ COMMITTED" in str(caught.value)
+
+
+async def test_a_start_cut_short_is_seeded_by_the_next_and_cut_over_waits_for_it(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 30)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        migrator = ModelMigrator(generator)
+        row, _ = await migrator.start("local@384")
+        await fetch_all(  # as if killed after the first transaction, before any chunk was queued
+            database_url,
+            "WITH q AS (DELETE FROM embq_next_queue RETURNING 1) "
+            "UPDATE embq_model_migrations SET seeded_at = NULL WHERE id = %s RETURNING 1",
+            (row.id,),
+        )
+        with pytest.raises(MigrationNotReadyError, match="cut short"):
+            await migrator.cutover()
+        again, target = await migrator.start("local@384")
+        assert again.id == row.id and again.seeded_at is not None
+        assert (await migrator.fill(target)).embedded == 30
+        await migrator.cutover()
+
+
+async def test_chunks_the_new_model_fails_on_hold_the_cut_over_unless_forced(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    # Review 11: one chunk that always fails blocked the cut-over for good.
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 9)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("local@384")
+        (chunk,) = await generator.store.shadow().claim("w", 1, 60, ClaimFilter(model_id=NEW))
+        from modules.stores.base import Failure
+
+        assert await generator.store.shadow().fail("w", [Failure(chunk.id, "400 INVALID_ARGUMENT: bad")]) == 1
+        await migrator.fill(target)
+        with pytest.raises(MigrationNotReadyError, match=r"1 chunk.*failed.*INVALID_ARGUMENT.*--force"):
+            await migrator.cutover()
+        await migrator.cutover(force=True)
+    rows = await fetch_all(
+        database_url,
+        "SELECT embedding IS NULL, embedding_error, embedding_attempts FROM chunks WHERE id = %s",
+        (chunk.id,),
+    )
+    assert rows == [(True, "400 INVALID_ARGUMENT: bad", 1)]  # failed in the live queue: --retry-only
+
+
+async def test_shadow_writes_after_an_abort_or_of_another_migration_are_refused_quietly(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    # Review 12 and 15: release, renew and fail after the queue is gone; a claim of another model.
+    settings = make_settings()
+    await embedded_corpus(database_url, settings, 9)
+    async with BatchEmbeddingGenerator(settings) as generator:
+        shadow = generator.store.shadow()
+        migrator = ModelMigrator(generator)
+        await migrator.start("local@384")
+        with pytest.raises(ModelRetiredError, match="fills"):
+            await shadow.claim("w", 5, 60, ClaimFilter(model_id=local_model_id(512)))
+        held = await shadow.claim("w", 5, 60, ClaimFilter(model_id=NEW))
+        await migrator.abort()
+        ids = [c.id for c in held]
+        assert await shadow.renew_leases("w", ids, 60) == set()
+        await shadow.release("w", ids)
+        from modules.stores.base import Failure
+
+        assert await shadow.fail("w", [Failure(ids[0], "late")]) == 0
+
+
+async def test_the_upload_api_follows_a_cut_over_made_by_another_process(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    # Review 14: uploads were refused as "another model" until some search ran.
+    from tests.api_helpers import API_TOKEN, running_app, upload
+
+    settings = make_settings(AUTO_GENERATE_EMBEDDINGS="true", KNOWLEDGE_API_TOKEN=API_TOKEN)
+    await embedded_corpus(database_url, settings, 9)
+    async with running_app(settings) as (client, service):
+        async with BatchEmbeddingGenerator(settings) as operator:
+            migrator = ModelMigrator(operator)
+            _, target = await migrator.start("local@384")
+            await migrator.fill(target)
+            await migrator.cutover()
+        service.model_check_seconds = 0.0  # as 30 s later
+        response = await upload(client, "after.txt", "切り替え後にアップロードされた文書です。".encode())
+        assert response.json()["embedding"] == "scheduled", response.text
+        await service.wait_for_background()
+        found = await client.get("/knowledge/search", params={"q": "切り替え後", "k": 3})
+        assert found.status_code == 200 and found.json()["model"] == NEW
+        assert {h["model"] for h in found.json()["results"]} == {NEW}
+    assert await fetch_all(database_url, "SELECT DISTINCT embedding_model FROM chunks") == [(NEW,)]

@@ -19,6 +19,7 @@ import pytest
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.embedding_models import model_info
 from modules.engine.migration import ModelMigrator
+from modules.errors import MigrationNotReadyError
 from modules.gemini_simulator import GeminiSimulator, SimulatorConfig, run_simulator_in_thread
 from modules.settings import Settings
 from tests.api_helpers import API_TOKEN, running_app
@@ -153,3 +154,63 @@ async def test_a_migration_killed_while_its_job_runs_is_resumed_without_paying_t
     assert [step["step"] for step in cutover["timeline"]][-1] == "swapped"
     after = status_json(env)
     assert after["model"] == NEW and after["embedded"] == 120 and after["migration"]["state"] == "cut_over"
+
+
+JOBS = "SELECT target, model, state, outcome FROM embq_batch_jobs ORDER BY created_at"
+
+
+async def test_batch_jobs_of_the_old_model_hold_the_cut_over_and_one_retired_since_is_set_aside(
+    database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
+) -> None:
+    # Review 1: a job whose model a cut-over retired broke every later run.
+    await seed_chunks(database_url, corpus(40, docs=4))
+    settings = settings_for(EMBEDDING_BATCH_JOB_SIZE="80")
+    async with BatchEmbeddingGenerator(settings) as generator:
+        assert (await generator.run(limit=30)).embedded == 30
+        sim.config.batch_running_seconds = 2.0
+        await generator.run(batch_api=True, wait_for_batch=False)  # a live job of the old model: 10 chunks
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("gemini-embedding-2@768")
+        await migrator.fill(target, batch_api=False)
+        with pytest.raises(MigrationNotReadyError, match="1 Batch API job"):
+            await migrator.cutover()
+        # As if the job had been missed (a release without the check): cut over, then the job comes back.
+        await fetch_all(database_url, "UPDATE embq_batch_jobs SET state = 'done' WHERE target = 'live' RETURNING 1")
+        await migrator.cutover()
+        await fetch_all(
+            database_url, "UPDATE embq_batch_jobs SET state = 'submitted' WHERE target = 'live' RETURNING 1"
+        )
+        await asyncio.sleep(2.5)  # it finished at the API
+    async with BatchEmbeddingGenerator(settings) as later:
+        stats = await later.run()  # ingesting the retired job refuses it, sets it aside, and goes on
+        assert stats.ok, stats
+    assert ("live", OLD, "done", "retired") in await fetch_all(database_url, JOBS)
+    assert await fetch_all(database_url, "SELECT DISTINCT embedding_model FROM chunks") == [(NEW,)]
+
+
+async def test_a_run_that_cannot_write_a_migrations_job_leaves_it_for_one_that_can(
+    database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
+) -> None:
+    # Review 13: an app on the Supabase REST path failed every run on a finished migration job.
+    from modules.stores.supabase import SupabaseStore
+
+    await seed_chunks(database_url, corpus(40, docs=4))
+    settings = settings_for()
+    async with BatchEmbeddingGenerator(settings) as generator:
+        assert (await generator.run()).ok
+        migrator = ModelMigrator(generator)
+        _, target = await migrator.start("gemini-embedding-2@768")
+        await migrator.fill(target, wait=False)  # --migrate-to --no-wait
+    await asyncio.sleep(1.5)
+    await fetch_all(
+        database_url, "INSERT INTO chunks (doc_id, chunk_index, content) VALUES ('doc-000', 99, '新着') RETURNING 1"
+    )
+    async with BatchEmbeddingGenerator(settings) as app:
+        app.store.shadow = lambda: SupabaseStore.shadow(None)  # type: ignore[method-assign,arg-type]
+        assert (await app.run()).embedded == 1  # its own work done; the job left alone
+    assert await fetch_all(database_url, "SELECT state, worker FROM embq_batch_jobs") == [("submitted", None)]
+    async with BatchEmbeddingGenerator(settings) as direct:
+        migrating = ModelMigrator(direct)
+        _, target = await migrating.start("gemini-embedding-2@768")
+        assert (await migrating.fill(target)).ok  # ingests the job, then the new upload online
+    assert await fetch_all(database_url, "SELECT count(*) FROM embq_next_queue") == [(0,)]

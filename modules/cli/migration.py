@@ -10,6 +10,7 @@ from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.cli.common import EXIT_FAILED, EXIT_OK
 from modules.cli.status_view import format_migration
 from modules.engine.migration import ModelMigrator
+from modules.errors import ApiUnavailableError
 from modules.logs import get_logger
 
 log = get_logger(__name__)
@@ -30,6 +31,12 @@ def add_migration_options(parser: argparse.ArgumentParser) -> None:
         "the columns in one transaction",
     )
     group.add_argument(
+        "--force",
+        action="store_true",
+        help="with --migrate-cutover: cut over although some chunks failed with the new model (they are then "
+        "recorded as failed, without a vector, for --retry-only)",
+    )
+    group.add_argument(
         "--migrate-abort", action="store_true", help="drop the migration's columns and jobs; nothing else changes"
     )
 
@@ -46,26 +53,24 @@ async def run_migration_command(generator: BatchEmbeddingGenerator, args: argpar
             print(json.dumps({"migration": {"id": aborted.id, "state": aborted.state}}, ensure_ascii=False))
         return EXIT_OK
     if args.migrate_cutover:
-        report = await migrator.cutover()
-        stats = await generator.run()  # chunks that arrived in the last instants: embedded with the new model
+        report = await migrator.cutover(force=args.force)
+        cutover = {
+            "id": report.migration_id,
+            "source_model": report.source_model,
+            "target_model": report.target_model,
+            "agreement": report.agreement,
+            "agreement_sample": report.agreement_sample,
+            "indexes": report.indexes,
+            "timeline": [{"step": name, "seconds": at} for name, at in report.timeline],
+        }
+        try:  # chunks that arrived in the last instants: embedded with the new model
+            stats = await generator.run()
+        except ApiUnavailableError:
+            if args.json:  # the swap is done whatever the run met: say so
+                print(json.dumps({"cutover": cutover, "run": generator.stats.as_dict()}, ensure_ascii=False))
+            raise
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "cutover": {
-                            "id": report.migration_id,
-                            "source_model": report.source_model,
-                            "target_model": report.target_model,
-                            "agreement": report.agreement,
-                            "agreement_sample": report.agreement_sample,
-                            "indexes": report.indexes,
-                            "timeline": [{"step": name, "seconds": at} for name, at in report.timeline],
-                        },
-                        "run": stats.as_dict(),
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            print(json.dumps({"cutover": cutover, "run": stats.as_dict()}, ensure_ascii=False))
         return EXIT_OK if stats.ok else EXIT_FAILED
     _, target = await migrator.start(args.migrate_to)
     stats = await migrator.fill(

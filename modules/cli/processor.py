@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if sum(bool(x) for x in (args.migrate_to, args.migrate_cutover, args.migrate_abort)) > 1:
             raise UsageError("give one of --migrate-to, --migrate-cutover and --migrate-abort")
+        if args.force and not args.migrate_cutover:
+            raise UsageError("--force goes with --migrate-cutover only")
         async with BatchEmbeddingGenerator(settings) as generator:
             if args.status:
                 return await show_status(generator, args)

@@ -41,11 +41,14 @@ from modules.engine.stats import RunStats
 from modules.errors import (
     ApiUnavailableError,
     EmbeddingError,
+    MigrationError,
+    ModelRetiredError,
     ProviderConfigError,
     RateLimitedError,
     TransientEmbeddingError,
 )
 from modules.logs import get_logger, scrub
+from modules.model_ids import dimensions_of
 from modules.stores.base import BatchJob, Chunk, ChunkStore, ClaimFilter, Completed, Failure
 
 log = get_logger(__name__)
@@ -79,6 +82,13 @@ class BatchRoute:
         self.stats = stats
 
     # --- submitting --------------------------------------------------------------------------------
+
+    def _can_shadow(self) -> bool:
+        try:
+            self.store.shadow()
+        except MigrationError:
+            return False
+        return True
 
     def _queue(self, target: str) -> ChunkStore:
         """The live queue, or a model migration's shadow queue."""
@@ -146,11 +156,22 @@ class BatchRoute:
         except EmbeddingError as exc:
             await self._abandon(job_id, str(exc))
             raise self._unavailable(exc) from None
-        await self.store.batch_submitted(job_id, remote.name, remote.state.value)
+        if not await self.store.batch_submitted(job_id, remote.name, remote.state.value):
+            await self._cancel_closed(remote.name)
+            return
         self.stats.tokens_sent += tokens
         self.stats.batch_jobs_submitted += 1
         self.stats.batch_chunks_submitted += len(items)
         log.info("📮 バッチジョブを送信しました: %s (%dチャンク, 推定 %dトークン)", remote.name, len(items), tokens)
+
+    async def _cancel_closed(self, name: str) -> None:
+        """The job was closed while it was being submitted (a model migration aborted under it): the
+        API must not run it for nothing."""
+        log.warning("🛑 送信中にジョブが閉じられました (モデル移行の中止など): %s を取り消します", name)
+        try:
+            await self.client.cancel(name)
+        except EmbeddingError as exc:
+            log.warning("⚠️ バッチジョブ %s を取り消せませんでした: %s", name, exc)
 
     async def _find_after_lost_answer(self, job_id: str) -> RemoteJob | None:
         try:
@@ -179,6 +200,9 @@ class BatchRoute:
         how many of them are still running at the API."""
         running = 0
         for job in await self.store.batch_take(self.options.worker, TRACK_LEASE_SECONDS, 100, dead_owners):
+            if job.target == "next" and not self._can_shadow():
+                await self.store.batch_seen(job.id, self.options.worker, job.remote_state)
+                continue  # a model migration's job: for a run with a database connection
             try:
                 remote = await self._remote(job)
             except (TransientEmbeddingError, RateLimitedError) as exc:  # try again at the next look
@@ -192,7 +216,15 @@ class BatchRoute:
                 await self.store.batch_seen(job.id, self.options.worker, remote.state.value)
                 running += 1
             elif remote.state is JobState.SUCCEEDED:
-                await self._ingest(job, remote)
+                try:
+                    await self._ingest(job, remote)
+                except ModelRetiredError as exc:  # a cut-over or an abort since the job was submitted
+                    released = await self.store.batch_finish(job.id, "retired", 0, 0, str(exc))
+                    log.warning(
+                        "🔀 バッチジョブ %s のモデルは使われなくなりました: 取り込まず、%dチャンクを戻しました",
+                        remote.name,
+                        released,
+                    )
             else:
                 released = await self.store.batch_finish(
                     job.id, _ENDED[remote.state], 0, 0, remote.error or remote.state.value
@@ -215,7 +247,9 @@ class BatchRoute:
             if found is None:
                 await self.store.batch_finish(job.id, "abandoned", 0, 0, "the run stopped before the API had it")
                 return None
-            await self.store.batch_submitted(job.id, found.name, found.state.value)
+            if not await self.store.batch_submitted(job.id, found.name, found.state.value):
+                await self._cancel_closed(found.name)
+                return None
             log.info("🔁 送信途中で止まったバッチジョブを見つけて引き継ぎます: %s", found.name)
             return found
         assert job.name is not None
@@ -282,4 +316,7 @@ class BatchRoute:
 
 def _dimensions_of(model_id: str) -> int:
     """A job's vector length, from the model id it records (`gemini-embedding-001@768`)."""
-    return int(model_id.rsplit("@", 1)[1])
+    dimensions = dimensions_of(model_id)
+    if dimensions is None:
+        raise ValueError(f"a model id without dimensions: {model_id!r}")
+    return dimensions

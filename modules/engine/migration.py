@@ -129,29 +129,43 @@ class ModelMigrator:
         target = choice.settings(g.settings)
         target_id = model_id_of(target)
         current = await g.store.migration_current()
-        if current is not None and current.state == "filling":
-            if current.target_model != target_id:
-                raise MigrationError(
-                    f"a migration to {current.target_model} is under way: finish it (--migrate-cutover) or "
-                    "drop it (--migrate-abort) first"
-                )
-            return current, target
+        if current is None or current.state != "filling":
+            current = await self._begin(choice.dimensions, target_id)
+        elif current.target_model != target_id:
+            raise MigrationError(
+                f"a migration to {current.target_model} is under way: finish it (--migrate-cutover) or "
+                "drop it (--migrate-abort) first"
+            )
+        if current.seeded_at is None:  # a start cut short: queue the rest (queueing twice is harmless)
+            seen = await self._schema(choice.dimensions).seed(current.id)
+            log.info("📋 移行先モデルの処理待ちに既存のチャンクを登録しました: %d件", seen)
+            current = await g.store.migration_current()
+            assert current is not None
+        return current, target
+
+    async def _begin(self, dimensions: int, target_id: str) -> ModelMigrationRow:
+        g = self.generator
         live_id = g.embedder.model_id
         status = await g.store.status(model_id=live_id)
         if target_id == live_id and not status.other_model:
             raise MigrationError(f"the vector column already holds {live_id}: there is nothing to migrate")
         # Vectors of an unrecorded or another model (an older system's): the source is not known.
         source = None if status.other_model else live_id
-        schema = self._schema(choice.dimensions)
+        schema = self._schema(dimensions)
         vector_indexes = await schema.vector_indexes()
-        if choice.dimensions > 2000 and vector_indexes:
+        if dimensions > 2000 and vector_indexes:
             raise MigrationError(
-                f"{target_id} has {choice.dimensions} dimensions, and pgvector indexes take at most 2,000: the "
+                f"{target_id} has {dimensions} dimensions, and pgvector indexes take at most 2,000: the "
                 f"index {', '.join(vector_indexes)} could not be built for it. Choose 2,000 dimensions or fewer "
                 "(e.g. @1536)"
             )
-        migration_id = uuid.uuid4().hex
-        await schema.start(migration_id, source, target_id)
+        try:
+            await schema.start(uuid.uuid4().hex, source, target_id)
+        except MigrationError:
+            other = await g.store.migration_current()  # another process started one at the same moment
+            if other is not None and other.state == "filling" and other.target_model == target_id:
+                return other
+            raise
         log.info(
             "🔀 モデル移行を開始しました: %s → %s (%dチャンク、うち記録のないモデル・別モデルのベクトル %d件)",
             source or "(記録のないモデル)",
@@ -161,7 +175,7 @@ class ModelMigrator:
         )
         started = await g.store.migration_current()
         assert started is not None
-        return started, target
+        return started
 
     async def fill(
         self,
@@ -182,7 +196,13 @@ class ModelMigrator:
         stats = RunStats(retry_only=retry_failed, limited=limit is not None)
         dead = dead_local_owners([o.owner for o in await shadow.lease_owners()] + await g.store.batch_workers())
         mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
-        where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await g.store.server_time(), dead_owners=dead)
+        where = ClaimFilter(
+            mode=mode,
+            doc_id=doc_id,
+            failed_before=await g.store.server_time(),
+            dead_owners=dead,
+            model_id=embedder.model_id,  # a run of another migration's model is refused
+        )
         before = await shadow.status(doc_id, model_id=embedder.model_id, dead_owners=dead)
         stats.total = (before.failed if retry_failed else before.pending) if limit is None else limit
         calls_before = embedder.calls_made()
@@ -222,12 +242,17 @@ class ModelMigrator:
 
     # --- cut-over and abort ----------------------------------------------------------------------
 
-    async def cutover(self) -> CutoverReport:
+    async def cutover(self, *, force: bool = False) -> CutoverReport:
+        """Swap the columns once every chunk has the new model's vector. With `force`, chunks the new
+        model failed on don't hold it up: after the swap they are failed in the live queue."""
         g = self.generator
         began = time.monotonic()
         current = await g.store.migration_current()
         if current is None or current.state != "filling":
             raise MigrationError("no model migration is under way: start one with --migrate-to MODEL[@DIMENSIONS]")
+        command = f"python batch_embedding_processor.py --migrate-to {current.target_model}"
+        if current.seeded_at is None:
+            raise MigrationNotReadyError(f"the migration's start was cut short: run {command} first")
         dims = dimensions_of(current.target_model) or g.settings.dimensions
         schema = self._schema(dims)
         target = parse_model_spec(current.target_model, dims).settings(g.settings)
@@ -239,21 +264,24 @@ class ModelMigrator:
         jobs = await schema.jobs_in_flight()
         if jobs:
             raise MigrationNotReadyError(
-                f"{jobs} Batch API job(s) of the migration are still running: let them finish "
-                f"(python batch_embedding_processor.py --migrate-to {current.target_model}) and cut over then"
+                f"{jobs} Batch API job(s) are still running: let them finish ({command}, or any run) and cut over then"
             )
         await schema.requeue_stale()
-        missing = await schema.unfilled()
-        if missing:
+        left = await schema.unfilled()
+        if left.pending:
             raise MigrationNotReadyError(
-                f"{missing} chunk(s) have no {current.target_model} vector yet: run python "
-                f"batch_embedding_processor.py --migrate-to {current.target_model} (failed ones: add --retry-only), "
-                "then cut over"
+                f"{left.pending} chunk(s) have no {current.target_model} vector yet: run {command}, then cut over"
+            )
+        if left.failed and not force:
+            raise MigrationNotReadyError(
+                f"{left.failed} chunk(s) failed with {current.target_model} (most often: {left.common_error}): retry "
+                f"them with {command} --retry-only, or cut over anyway with --migrate-cutover --force (they will "
+                "then have no vector, recorded as failed, until they are fixed)"
             )
         dependents = await schema.dependents()
         if dependents:
             raise MigrationError(
-                "these objects use the vector column and would keep the old model's vectors after the swap: "
+                "these objects use the columns the cut-over replaces, and would keep the old model's: "
                 + "; ".join(dependents)
                 + ". Drop them before the cut-over and create them again after it"
             )
@@ -277,13 +305,15 @@ class ModelMigrator:
         else:
             log.info("🔎 検索結果の一致率: 比較できるチャンクがありません (旧モデルのベクトルがありません)")
         step("agreement checked")
-        for _ in range(_FINAL_FILLS):  # chunks uploaded while the indexes were built
+        # Chunks uploaded while the indexes were built: embedded now; any still arriving after the last
+        # look are pending in the live queue after the swap (the run after the cut-over embeds them).
+        for _ in range(_FINAL_FILLS):
             await schema.requeue_stale()
-            if not await schema.unfilled():
+            if not (await schema.unfilled()).pending:
                 break
             await self.fill(target, batch_api=False)
         step("late uploads embedded")
-        await schema.swap(current.id, twins, report.agreement, queries)
+        await schema.swap(current.id, twins, report.agreement, queries, force=force)
         step("swapped")
         log.info(
             "✅ 切り替え完了: ベクトル列は %s になりました (検索は同じ瞬間から新モデルで行われます)",

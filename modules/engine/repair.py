@@ -128,6 +128,7 @@ async def repair(
 ) -> RepairOutcome:
     """Report, reset (one transaction) and re-embed; with `dry_run`, only report what would be done.
     `progress`, if given, wraps the embedding run (the CLI passes its progress display)."""
+    await generator.follow_live_model()  # a cut-over since the generator opened: repair for the new model
     plan = await plan_repair(generator, doc_id=doc_id, limit=limit)
     log_plan(plan)
     store = generator.store

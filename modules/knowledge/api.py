@@ -185,8 +185,6 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
         k: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> dict[str, Any]:
         other_model = await service.other_model_vectors()
-        if other_model and await service.follow_live_model():  # a cut-over, not a mix: count again
-            other_model = await service.other_model_vectors()
         if other_model:
             raise HTTPException(
                 409,
@@ -200,8 +198,11 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
             vector = await _query_vector(embedder, q)
             try:
                 hits = await service.knowledge.search(vector, k, model_id=embedder.model_id)
+                if any(h.model != embedder.model_id for h in hits):  # never an answer that mixes models
+                    raise LiveModelChangedError(f"hits of another model than {embedder.model_id}")
                 break
             except LiveModelChangedError:  # a cut-over since the query was embedded: embed it again
+                service.recount_models()
                 if attempt == 2 or not await service.follow_live_model():
                     raise HTTPException(503, "the vector column changed model during this search; try again") from None
         return {

@@ -98,6 +98,12 @@ class KnowledgeService:
         `model_check_seconds` (see the module docstring)."""
         if (known := self._fresh_other_model()) is not None:
             return known
+        count = await self._count_other_model()
+        if count and await self.follow_live_model():  # a cut-over, not a mix: count for the new model
+            count = await self._count_other_model()
+        return count
+
+    async def _count_other_model(self) -> int:
         async with self._model_lock:
             if (known := self._fresh_other_model()) is not None:
                 return known  # counted while this request waited for the lock
@@ -120,6 +126,10 @@ class KnowledgeService:
             self._other_model = None
             log.warning("🔀 ベクトル列が %s に切り替わりました: 検索の質問も %s で埋め込みます", live, live)
             return True
+
+    def recount_models(self) -> None:
+        """Count the column's models again at the next request (a search met a vector of another one)."""
+        self._other_model = None
 
     def _fresh_other_model(self) -> int | None:
         if self._other_model is None:

@@ -188,6 +188,7 @@ class ModelMigrationRow:
     target_model: str  # the model id its vectors are made with, e.g. gemini-embedding-2@768
     state: str  # filling | cut_over | aborted
     started_at: datetime
+    seeded_at: datetime | None  # every chunk there was at the start is in the shadow queue
     cut_over_at: datetime | None
     ended_at: datetime | None
     agreement: float | None  # share of sampled chunks whose nearest neighbour stayed in the new top 5
@@ -201,6 +202,7 @@ class ClaimFilter:
     doc_id: str | None = None
     failed_before: datetime | None = None  # FAILED mode: only failures older than the run's start
     dead_owners: tuple[str, ...] = ()  # workers known dead: their leases count as expired
+    model_id: str | None = None  # the claimer's model: a model migration's shadow queue refuses another
 
 
 class ChunkStore(Protocol):
@@ -278,7 +280,9 @@ class ChunkStore(Protocol):
         tokens: int,
     ) -> None: ...
 
-    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None: ...
+    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> bool:
+        """Record the API's name for the job; False when the job was closed meanwhile (cancel it)."""
+        ...
 
     async def batch_take(
         self, worker: str, lease_seconds: int, limit: int, dead_owners: Sequence[str] = ()

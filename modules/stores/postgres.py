@@ -140,6 +140,9 @@ class PostgresStore:
     async def _register_vector(self, conn: AConn) -> None:
         """Teach a new connection pgvector's type by its schema-qualified name: pgvector's own helper
         looks up a bare 'vector', which fails when its schema is off the connection's search_path."""
+        # READ COMMITTED whatever the server's default: a search or write that waited for a model
+        # migration's cut-over must see it (model_migration.sql refuses to run otherwise).
+        await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
         info = await TypeInfo.fetch(conn, self._vector_type)
         if info is None:
             raise StoreError(f"the type {self._vector_type} is not in this database (is pgvector installed?)")
@@ -275,6 +278,7 @@ class PostgresStore:
                 "doc_id": where.doc_id,
                 "failed_before": where.failed_before,
                 "dead_owners": list(where.dead_owners),
+                "model": where.model_id,
             },
         )
         return [
@@ -451,8 +455,9 @@ class PostgresStore:
             },
         )
 
-    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None:
-        await self._fetch("batch_submitted", {"job_id": job_id, "name": name, "remote_state": remote_state})
+    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> bool:
+        row = await self._one("batch_submitted", {"job_id": job_id, "name": name, "remote_state": remote_state})
+        return bool(row["done"])
 
     async def batch_take(
         self, worker: str, lease_seconds: int, limit: int, dead_owners: Sequence[str] = ()

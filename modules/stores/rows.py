@@ -65,6 +65,7 @@ def model_migration(row: dict[str, Any]) -> ModelMigrationRow:
         target_model=str(row["target_model"]),
         state=str(row["state"]),
         started_at=started,
+        seeded_at=timestamp(row["seeded_at"]),
         cut_over_at=timestamp(row["cut_over_at"]),
         ended_at=timestamp(row["ended_at"]),
         agreement=None if row["agreement"] is None else float(row["agreement"]),

@@ -516,7 +516,7 @@ class SupabaseStore:
         dead_owners: Sequence[str] = (),
     ) -> RepairResult:
         rows = await self._rpc(
-            "embq_repair_apply_v2",
+            "embq_repair_apply_v3",
             {
                 "p_model": model_id,
                 "p_dimensions": dimensions,
@@ -569,8 +569,11 @@ class SupabaseStore:
             },
         )
 
-    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> None:
-        await self._rpc("embq_batch_submitted", {"p_job_id": job_id, "p_name": name, "p_remote_state": remote_state})
+    async def batch_submitted(self, job_id: str, name: str, remote_state: str | None) -> bool:
+        done = await self._rpc(
+            "embq_batch_submitted", {"p_job_id": job_id, "p_name": name, "p_remote_state": remote_state}
+        )
+        return bool(done)
 
     async def batch_take(
         self, worker: str, lease_seconds: int, limit: int, dead_owners: Sequence[str] = ()

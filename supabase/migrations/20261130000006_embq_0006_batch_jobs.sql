@@ -51,7 +51,16 @@ RETURNS TABLE (id text, doc_id text, chunk_index integer, content text, title te
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_live text;
 BEGIN
+    -- Never a job of a model a cut-over retired (model_migration.sql): it could not be written.
+    PERFORM "public".embq_hold_cutover();
+    v_live := "public".embq_live_model();
+    IF v_live IS NOT NULL AND v_live <> p_model THEN
+        RAISE EXCEPTION 'the vector column holds % since a cut-over; % is retired', v_live, p_model
+            USING ERRCODE = 'EQ001';
+    END IF;
     INSERT INTO "public"."embq_batch_jobs" (id, model, state, worker, lease_expires_at)
     VALUES (p_job_id, p_model, 'claimed', p_worker, now() + interval '10 minutes');
     RETURN QUERY
@@ -75,19 +84,23 @@ AS $$
     UPDATE "public"."embq_batch_jobs" j
     SET state = 'submitting', chunk_ids = p_chunk_ids, content_hashes = p_hashes, cache_keys = p_cache_keys,
         tokens = p_tokens
-    WHERE j.id = p_job_id;
+    WHERE j.id = p_job_id AND j.state <> 'done';
 $$;
 
--- The API accepted the job under p_name. Its lease is given back: any run may now track it.
+-- The API accepted the job under p_name. Its lease is given back: any run may now track it. False when
+-- the job was closed meanwhile (a model migration aborted under it): the caller cancels it at the API.
 CREATE OR REPLACE FUNCTION "public".embq_batch_submitted(p_job_id text, p_name text, p_remote_state text)
-RETURNS void
+RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE "public"."embq_batch_jobs" j
-    SET state = 'submitted', name = p_name, remote_state = p_remote_state, submitted_at = now(),
-        worker = NULL, lease_expires_at = NULL
-    WHERE j.id = p_job_id;
+    WITH submitted AS (
+        UPDATE "public"."embq_batch_jobs" j
+        SET state = 'submitted', name = p_name, remote_state = p_remote_state, submitted_at = now(),
+            worker = NULL, lease_expires_at = NULL
+        WHERE j.id = p_job_id AND j.state <> 'done'
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM submitted);
 $$;
 
 -- Jobs not finished whose lease is free (or expired, or held by one of p_dead_owners: the run tracking

@@ -8,7 +8,10 @@
 -- One advisory lock ({{cutover_lock}}) orders everything that depends on which model the column holds:
 -- the cut-over takes it exclusively for its one transaction; search and every write take it shared
 -- before they look at the live model. So no search compares a query of one model with vectors of the
--- other, and no run started before a cut-over writes the retired model's vectors after it.
+-- other, and no run started before a cut-over writes the retired model's vectors after it. They must
+-- run at READ COMMITTED (each statement a new snapshot): under REPEATABLE READ a search that waited for
+-- the cut-over would still see the old live model but the new column, so they refuse to (SQLSTATE
+-- 25001).
 
 -- The model whose vectors the vector column holds, as the last cut-over recorded; NULL when no
 -- migration ever cut over (then EMBEDDING_MODEL says which model it is).
@@ -21,15 +24,31 @@ AS $$
     WHERE m.state = 'cut_over' ORDER BY m.cut_over_at DESC LIMIT 1;
 $$;
 
+-- Wait while a cut-over swaps the columns, then hold it off until this transaction ends; refuse to
+-- run where a statement would not see a cut-over that committed while it waited.
+CREATE OR REPLACE FUNCTION {{schema}}.embq_hold_cutover()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = {{search_path}}
+AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the embedding queue''s searches and writes run at READ COMMITTED, not %',
+            current_setting('transaction_isolation') USING ERRCODE = '25001';
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared({{cutover_lock}});
+END;
+$$;
+
 -- The migration that is filling, or the last one (for --status): its row.
 CREATE OR REPLACE FUNCTION {{schema}}.embq_migration_current()
 RETURNS TABLE (id text, source_model text, target_model text, state text, started_at timestamptz,
-               cut_over_at timestamptz, ended_at timestamptz, agreement double precision,
-               agreement_sample integer, note text)
+               seeded_at timestamptz, cut_over_at timestamptz, ended_at timestamptz,
+               agreement double precision, agreement_sample integer, note text)
 LANGUAGE sql STABLE
 SET search_path = {{search_path}}
 AS $$
-    SELECT m.id, m.source_model, m.target_model, m.state, m.started_at, m.cut_over_at, m.ended_at,
+    SELECT m.id, m.source_model, m.target_model, m.state, m.started_at, m.seeded_at, m.cut_over_at, m.ended_at,
            m.agreement, m.agreement_sample, m.note
     FROM {{model_migrations}} m
     ORDER BY (m.state = 'filling') DESC, m.started_at DESC
@@ -48,7 +67,7 @@ AS $$
 DECLARE
     v_live text;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({{cutover_lock}});
+    PERFORM {{schema}}.embq_hold_cutover();
     v_live := {{schema}}.embq_live_model();
     IF v_live IS NOT NULL AND v_live IS DISTINCT FROM p_model THEN
         RAISE EXCEPTION 'the vector column holds % since a cut-over; % is retired', v_live, p_model
@@ -56,6 +75,30 @@ BEGIN
     END IF;
     RETURN QUERY SELECT * FROM {{schema}}.embq_complete_v2(p_worker, p_model, p_ids, p_vectors, p_hashes,
                                                           p_cache_keys);
+END;
+$$;
+
+-- As embq_repair_apply_v2, but only for the live model: a repair that looked before a cut-over would
+-- reset every vector of the new model as "another model's" (SQLSTATE EQ001 instead).
+CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_apply_v3(
+    p_model text, p_dimensions integer, p_doc_id text DEFAULT NULL, p_limit integer DEFAULT NULL,
+    p_dead_owners text[] DEFAULT '{}')
+RETURNS TABLE (released_leases bigint, wrong_model bigint, wrong_dimension bigint, degenerate bigint,
+               stale bigint, reset bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = {{search_path}}
+AS $$
+DECLARE
+    v_live text;
+BEGIN
+    PERFORM {{schema}}.embq_hold_cutover();
+    v_live := {{schema}}.embq_live_model();
+    IF v_live IS NOT NULL AND v_live IS DISTINCT FROM p_model THEN
+        RAISE EXCEPTION 'the vector column holds % since a cut-over; % is retired', v_live, p_model
+            USING ERRCODE = 'EQ001';
+    END IF;
+    RETURN QUERY SELECT * FROM {{schema}}.embq_repair_apply_v2(p_model, p_dimensions, p_doc_id, p_limit,
+                                                              p_dead_owners);
 END;
 $$;
 
@@ -72,7 +115,7 @@ AS $$
 DECLARE
     v_live text;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({{cutover_lock}});
+    PERFORM {{schema}}.embq_hold_cutover();
     v_live := {{schema}}.embq_live_model();
     IF p_model IS NOT NULL AND v_live IS NOT NULL AND v_live <> p_model THEN
         RAISE EXCEPTION 'the vector column holds %; the query was embedded by %', v_live, p_model
@@ -101,8 +144,9 @@ END;
 $$;
 
 -- The filling migration's target model; SQLSTATE EQ003 when no migration is filling (it was cut
--- over or aborted): a shadow write or claim then stops.
-CREATE OR REPLACE FUNCTION {{schema}}.embq_next_target()
+-- over or aborted), EQ001 when p_model is given and is not its target (a run of another migration):
+-- a shadow write or claim then stops.
+CREATE OR REPLACE FUNCTION {{schema}}.embq_next_target(p_model text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = {{search_path}}
@@ -114,6 +158,9 @@ BEGIN
     IF v_target IS NULL THEN
         RAISE EXCEPTION 'no model migration is filling (it was cut over or aborted)' USING ERRCODE = 'EQ003';
     END IF;
+    IF p_model IS NOT NULL AND p_model <> v_target THEN
+        RAISE EXCEPTION 'the migration fills % vectors, not %', v_target, p_model USING ERRCODE = 'EQ001';
+    END IF;
     RETURN v_target;
 END;
 $$;
@@ -123,7 +170,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_next_claim(
     p_worker text, p_limit integer, p_lease_seconds integer,
     p_mode text DEFAULT 'pending', p_doc_id text DEFAULT NULL, p_failed_before timestamptz DEFAULT NULL,
-    p_dead_owners text[] DEFAULT '{}')
+    p_dead_owners text[] DEFAULT '{}', p_model text DEFAULT NULL)
 RETURNS TABLE (id text, doc_id text, chunk_index integer, content text, title text, attempts integer)
 LANGUAGE plpgsql VOLATILE
 SET search_path = {{search_path}}
@@ -135,16 +182,20 @@ BEGIN
     IF p_mode NOT IN ('pending', 'failed') THEN
         RAISE EXCEPTION 'embq_next_claim: unknown mode %', p_mode USING ERRCODE = '22023';
     END IF;
-    PERFORM pg_advisory_xact_lock_shared({{cutover_lock}});
-    PERFORM {{schema}}.embq_next_target();
+    PERFORM {{schema}}.embq_hold_cutover();
+    PERFORM {{schema}}.embq_next_target(p_model);
     SELECT array_agg(q.chunk_id) INTO picked FROM (
         SELECT n.chunk_id FROM {{next_queue}} n
+        JOIN {{chunks}} c ON c.id = n.chunk_id::{{id_type}}  -- a deleted chunk's row is never taken
         WHERE (p_doc_id IS NULL OR n.doc_id = p_doc_id)
           AND CASE WHEN p_mode = 'failed'
                    THEN n.failed_at IS NOT NULL AND n.failed_at < coalesce(p_failed_before, 'infinity')
                    ELSE n.failed_at IS NULL END
           AND (n.lease_expires_at IS NULL OR n.lease_expires_at < now() OR n.lease_owner = ANY (dead))
         ORDER BY n.seq LIMIT p_limit FOR UPDATE OF n SKIP LOCKED) q;
+    IF picked IS NULL THEN
+        RETURN;
+    END IF;
     UPDATE {{next_queue}} n
     SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds)
     WHERE n.chunk_id = ANY (picked);
@@ -173,11 +224,8 @@ DECLARE
     v_written integer;
     v_changed integer;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({{cutover_lock}});
-    v_target := {{schema}}.embq_next_target();
-    IF v_target <> p_model THEN
-        RAISE EXCEPTION 'the migration fills % vectors, not %', v_target, p_model USING ERRCODE = 'EQ001';
-    END IF;
+    PERFORM {{schema}}.embq_hold_cutover();
+    v_target := {{schema}}.embq_next_target(p_model);
     WITH r AS (SELECT * FROM unnest(p_ids, p_vectors, p_hashes) WITH ORDINALITY AS r(id, vec, hash, n)),
     done AS (
         UPDATE {{chunks}} c
@@ -217,6 +265,9 @@ AS $$
 DECLARE
     v_recorded integer;
 BEGIN
+    IF to_regclass('{{next_queue_regclass}}') IS NULL THEN
+        RETURN 0;  -- the migration ended (cut over or aborted): nothing to record
+    END IF;
     UPDATE {{next_queue}} n
     SET attempts = n.attempts + 1, error = left(r.error, 2000), failed_at = now(),
         lease_owner = NULL, lease_expires_at = NULL
@@ -236,6 +287,9 @@ AS $$
 DECLARE
     v_released integer;
 BEGIN
+    IF to_regclass('{{next_queue_regclass}}') IS NULL THEN
+        RETURN 0;
+    END IF;
     UPDATE {{next_queue}} n SET lease_owner = NULL, lease_expires_at = NULL
     WHERE n.chunk_id = ANY (p_ids) AND n.lease_owner = p_worker;
     GET DIAGNOSTICS v_released = ROW_COUNT;
@@ -250,6 +304,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = {{search_path}}
 AS $$
 BEGIN
+    IF to_regclass('{{next_queue_regclass}}') IS NULL THEN
+        RETURN;  -- the migration ended: every lease is gone
+    END IF;
     RETURN QUERY
     UPDATE {{next_queue}} n SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
     WHERE n.chunk_id = ANY (p_ids) AND n.lease_owner = p_worker
@@ -341,11 +398,13 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = {{search_path}}
 AS $$
 BEGIN
+    PERFORM {{schema}}.embq_hold_cutover();
+    PERFORM {{schema}}.embq_next_target(p_model);
     INSERT INTO {{batch_jobs}} (id, model, target, state, worker, lease_expires_at)
     VALUES (p_job_id, p_model, 'next', 'claimed', p_worker, now() + interval '10 minutes');
     RETURN QUERY
     SELECT * FROM {{schema}}.embq_next_claim('batch:' || p_job_id, p_limit, 176400, p_mode, p_doc_id,
-                                            p_failed_before, p_dead_owners);
+                                            p_failed_before, p_dead_owners, p_model);
     IF NOT FOUND THEN
         DELETE FROM {{batch_jobs}} j WHERE j.id = p_job_id;
     END IF;

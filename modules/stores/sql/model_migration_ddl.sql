@@ -26,6 +26,7 @@ CREATE TABLE {{next_queue}} (
 
 -- name: start_queue_index --
 CREATE INDEX embq_next_queue_seq_idx ON {{next_queue}} (seq);
+CREATE INDEX embq_next_queue_doc_idx ON {{next_queue}} (doc_id);
 
 -- name: start_queue_security --
 -- The queue's own table: RLS on, nothing for Supabase's public API roles, service_role may use it.
@@ -47,43 +48,72 @@ END
 $security$;
 
 -- name: start_trigger_function --
--- A chunk inserted while the migration fills joins the shadow queue; one whose text changes loses its
--- new-model vector and joins it again. SECURITY DEFINER: whoever inserts chunks (a host role that may
--- not touch the queue's tables) needs no rights on them; its search_path holds nothing writable.
-CREATE OR REPLACE FUNCTION {{schema}}.embq_next_enqueue()
+-- Chunks inserted while the migration fills join the shadow queue; one whose text changes loses its
+-- new-model vector (BEFORE UPDATE) and joins the queue again; a deleted one leaves it. The queue is
+-- written AFTER the row, when the host's own BEFORE triggers (an id assigned by a trigger) have run.
+-- SECURITY DEFINER: whoever writes chunks (a host role that may not touch the queue's tables) needs
+-- no rights on them; their search_path holds nothing writable.
+CREATE OR REPLACE FUNCTION {{schema}}.embq_next_forget()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = {{search_path}}
 AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF NEW.{{content}} IS NOT DISTINCT FROM OLD.{{content}} THEN
-            RETURN NEW;
-        END IF;
+    IF NEW.{{content}} IS DISTINCT FROM OLD.{{content}} THEN
         NEW.{{embedding_next}} := NULL;
         NEW.embedding_model_next := NULL;
         NEW.content_hash_next := NULL;
         NEW.embedded_at_next := NULL;
         NEW.embedded_by_next := NULL;
     END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE OR REPLACE FUNCTION {{schema}}.embq_next_enqueue()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = {{search_path}}
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM {{next_queue}} n WHERE n.chunk_id = OLD.id::text;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.{{content}} IS NOT DISTINCT FROM OLD.{{content}} THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO {{next_queue}} (chunk_id, doc_id) VALUES (NEW.id::text, NEW.doc_id::text)
     ON CONFLICT (chunk_id) DO UPDATE SET attempts = 0, error = NULL, failed_at = NULL;
-    RETURN NEW;
+    RETURN NULL;
 END;
 $$;
 
 -- name: start_trigger_grants --
+REVOKE EXECUTE ON FUNCTION {{schema}}.embq_next_forget() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION {{schema}}.embq_next_enqueue() FROM PUBLIC;
 
 -- name: start_trigger --
-CREATE TRIGGER embq_next_enqueue BEFORE INSERT OR UPDATE OF {{content}} ON {{chunks}}
+CREATE TRIGGER embq_next_forget BEFORE UPDATE OF {{content}} ON {{chunks}}
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.embq_next_forget();
+CREATE TRIGGER embq_next_enqueue AFTER INSERT OR UPDATE OF {{content}} OR DELETE ON {{chunks}}
     FOR EACH ROW EXECUTE FUNCTION {{schema}}.embq_next_enqueue();
 
--- name: start_enqueue_all --
--- Every chunk there is now, in the order runs take them.
-INSERT INTO {{next_queue}} (chunk_id, doc_id)
-SELECT c.id::text, c.doc_id::text FROM {{chunks}} c ORDER BY c.doc_id, c.chunk_index
-ON CONFLICT (chunk_id) DO NOTHING;
+-- name: seed_batch --
+-- The next chunks there were at the start (by id, after %(after)s), not yet embedded with the new
+-- model, into the shadow queue: one short transaction per batch, so readers and writers never wait.
+WITH batch AS (
+    SELECT c.id, c.doc_id FROM {{chunks}} c
+    WHERE %(after)s::text IS NULL OR c.id > %(after)s::{{id_type}}
+    ORDER BY c.id LIMIT %(size)s),
+queued AS (
+    INSERT INTO {{next_queue}} (chunk_id, doc_id)
+    SELECT b.id::text, b.doc_id::text FROM batch b JOIN {{chunks}} c ON c.id = b.id
+    WHERE c.{{embedding_next}} IS NULL
+    ON CONFLICT (chunk_id) DO NOTHING)
+SELECT (SELECT l.id::text FROM batch l ORDER BY l.id DESC LIMIT 1) AS last, count(*) AS seen FROM batch b;
+
+-- name: seeded --
+UPDATE {{model_migrations}} SET seeded_at = now() WHERE id = %(id)s AND state = 'filling';
 
 -- name: start_record --
 INSERT INTO {{model_migrations}} (id, source_model, target_model, state)
@@ -91,11 +121,13 @@ VALUES (%(id)s, %(source)s, %(target)s, 'filling');
 
 -- name: filling --
 -- The filling migration, locked against a concurrent cut-over or abort.
-SELECT id, source_model, target_model FROM {{model_migrations}} WHERE state = 'filling' FOR UPDATE;
+SELECT id, source_model, target_model, seeded_at FROM {{model_migrations}} WHERE state = 'filling' FOR UPDATE;
 
 -- name: drop_shadow --
 -- Everything start made (the twin indexes go with their column).
+DROP TRIGGER IF EXISTS embq_next_forget ON {{chunks}};
 DROP TRIGGER IF EXISTS embq_next_enqueue ON {{chunks}};
+DROP FUNCTION IF EXISTS {{schema}}.embq_next_forget();
 DROP FUNCTION IF EXISTS {{schema}}.embq_next_enqueue();
 DROP TABLE IF EXISTS {{next_queue}};
 ALTER TABLE {{chunks}}
@@ -115,7 +147,8 @@ WHERE target = 'next' AND state <> 'done';
 UPDATE {{model_migrations}} SET state = 'aborted', ended_at = now() WHERE id = %(id)s;
 
 -- name: jobs_in_flight --
-SELECT count(*) AS jobs FROM {{batch_jobs}} WHERE target = 'next' AND state <> 'done';
+-- Batch API jobs not done, of either model: their results must be written (or refused) before the swap.
+SELECT count(*) AS jobs FROM {{batch_jobs}} WHERE state <> 'done';
 
 -- name: stale_shadow --
 -- Vectors of the new model whose text changed since (a host's own update, before the trigger): back
@@ -132,8 +165,11 @@ ON CONFLICT (chunk_id) DO NOTHING
 RETURNING 1;
 
 -- name: unfilled --
--- Chunks still without the new model's vector.
-SELECT count(*) AS chunks FROM {{next_queue}} n JOIN {{chunks}} c ON c.id = n.chunk_id::{{id_type}};
+-- Chunks still without the new model's vector: to embed (pending or leased) and failed.
+SELECT count(*) FILTER (WHERE n.failed_at IS NULL) AS pending, count(*) FILTER (WHERE n.failed_at IS NOT NULL) AS failed,
+       (SELECT e.error FROM {{next_queue}} e WHERE e.error IS NOT NULL
+        GROUP BY e.error ORDER BY count(*) DESC LIMIT 1) AS common_error
+FROM {{next_queue}} n JOIN {{chunks}} c ON c.id = n.chunk_id::{{id_type}};
 
 -- name: column_dependents --
 -- Objects other than indexes that use the columns the cut-over drops (views, triggers, constraints,
@@ -149,17 +185,34 @@ WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = '{{chunks_regclass}}'
 ORDER BY 1;
 
 -- name: column_indexes --
--- Indexes that use the vector column (as a key, in an expression or a predicate), with their
--- definitions and access methods: each gets a twin on the shadow column before the cut-over.
-SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition, am.amname AS method
+-- Indexes that use one of the columns the swap replaces (as a key, in an expression or a predicate),
+-- with their definitions, access methods and whether they use the vector column: each gets a twin on
+-- the shadow columns before the cut-over.
+SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition, am.amname AS method,
+       EXISTS (SELECT 1 FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+               WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid AND d.refobjid = i.indrelid
+                 AND a.attname = '{{embedding_name}}') AS on_vector
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_am am ON am.oid = c.relam
 WHERE i.indrelid = '{{chunks_regclass}}'::regclass
   AND EXISTS (SELECT 1 FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
               WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                AND d.refobjid = i.indrelid AND a.attname = '{{embedding_name}}')
+                AND d.refobjid = i.indrelid
+                AND a.attname IN ('{{embedding_name}}', 'embedding_model', 'content_hash', 'embedded_at', 'embedded_by'))
 ORDER BY 1;
+
+-- name: column_settings --
+-- What the swap must carry over from each replaced column to its shadow: storage, statistics target,
+-- options, comment, and column privileges (a chatbot role granted SELECT (embedding) keeps it).
+SELECT a.attname AS name, a.attstorage AS storage, a.attstattarget::integer AS statistics,
+       array_to_string(a.attoptions, ',') AS options, col_description(a.attrelid, a.attnum) AS comment,
+       (SELECT array_agg(format('%s|%s|%s', x.privilege_type, CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                                ELSE quote_ident(pg_get_userbyid(x.grantee)) END, x.is_grantable))
+        FROM aclexplode(a.attacl) x) AS grants
+FROM pg_attribute a
+WHERE a.attrelid = '{{chunks_regclass}}'::regclass AND NOT a.attisdropped
+  AND a.attname IN ('{{embedding_name}}', 'embedding_model', 'content_hash', 'embedded_at', 'embedded_by');
 
 -- name: index_state --
 -- Whether an index exists and is valid (a concurrent build that failed leaves an invalid one).
@@ -174,8 +227,17 @@ SELECT queries, kept FROM {{schema}}.embq_migration_agreement(%(sample)s);
 -- The cut-over's one transaction begins: no search or write of either model runs while it swaps.
 SELECT pg_advisory_xact_lock({{cutover_lock}});
 
+-- name: swap_failures --
+-- Chunks the new model failed on (cut over with --force): failed in the live queue, with its reason.
+UPDATE {{chunks}} c
+SET embedding_attempts = n.attempts, embedding_error = n.error, embedding_failed_at = n.failed_at
+FROM {{next_queue}} n
+WHERE c.id = n.chunk_id::{{id_type}} AND n.failed_at IS NOT NULL;
+
 -- name: swap_columns --
+DROP TRIGGER IF EXISTS embq_next_forget ON {{chunks}};
 DROP TRIGGER IF EXISTS embq_next_enqueue ON {{chunks}};
+DROP FUNCTION IF EXISTS {{schema}}.embq_next_forget();
 DROP FUNCTION IF EXISTS {{schema}}.embq_next_enqueue();
 ALTER TABLE {{chunks}}
     DROP COLUMN {{embedding}},
@@ -190,14 +252,12 @@ ALTER TABLE {{chunks}} RENAME COLUMN embedded_at_next TO embedded_at;
 ALTER TABLE {{chunks}} RENAME COLUMN embedded_by_next TO embedded_by;
 
 -- name: swap_queue_state --
--- The live queue's leases and failures were the old model's: chunks with a new vector are done, and
--- no run of the old model holds anything (its writes are refused from now on anyway).
+-- The live queue's leases, attempts and failures were the old model's: cleared. (No run of the old
+-- model holds anything now; its writes are refused from the cut-over on anyway.)
 UPDATE {{chunks}} c
-SET embedding_lease_owner = NULL, embedding_lease_expires_at = NULL,
-    embedding_attempts = CASE WHEN c.{{embedding}} IS NULL THEN c.embedding_attempts ELSE 0 END,
-    embedding_error = CASE WHEN c.{{embedding}} IS NULL THEN c.embedding_error END,
-    embedding_failed_at = CASE WHEN c.{{embedding}} IS NULL THEN c.embedding_failed_at END
-WHERE c.embedding_lease_owner IS NOT NULL OR (c.{{embedding}} IS NOT NULL AND c.embedding_failed_at IS NOT NULL);
+SET embedding_lease_owner = NULL, embedding_lease_expires_at = NULL, embedding_attempts = 0,
+    embedding_error = NULL, embedding_failed_at = NULL
+WHERE c.embedding_lease_owner IS NOT NULL OR c.embedding_failed_at IS NOT NULL OR c.embedding_attempts <> 0;
 
 -- name: swap_record --
 UPDATE {{model_migrations}}

@@ -77,7 +77,7 @@ FROM {{schema}}.embq_repair_report_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(d
 -- name: repair_apply --
 -- Clear dead leases and reset wrong vectors to pending, in one transaction.
 SELECT released_leases, wrong_model, wrong_dimension, degenerate, stale, reset
-FROM {{schema}}.embq_repair_apply_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s, %(dead_owners)s);
+FROM {{schema}}.embq_repair_apply_v3(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s, %(dead_owners)s);
 
 -- name: ingest_document --
 -- Save a document and its chunks in one transaction.
@@ -116,7 +116,7 @@ FROM {{schema}}.embq_batch_claim(%(job_id)s, %(model)s, %(worker)s, %(limit)s, %
 SELECT {{schema}}.embq_batch_prepared(%(job_id)s, %(chunk_ids)s, %(hashes)s, %(cache_keys)s, %(tokens)s) AS done;
 
 -- name: batch_submitted --
--- The API accepted the job.
+-- The API accepted the job (false: the job was closed meanwhile).
 SELECT {{schema}}.embq_batch_submitted(%(job_id)s, %(name)s, %(remote_state)s) AS done;
 
 -- name: batch_take --
@@ -149,7 +149,8 @@ SELECT {{schema}}.embq_live_model() AS model;
 
 -- name: migration_current --
 -- The model migration that fills, or the last one.
-SELECT id, source_model, target_model, state, started_at, cut_over_at, ended_at, agreement, agreement_sample, note
+SELECT id, source_model, target_model, state, started_at, seeded_at, cut_over_at, ended_at, agreement,
+       agreement_sample, note
 FROM {{schema}}.embq_migration_current();
 
 -- name: migration_remaining_chars --
@@ -163,7 +164,7 @@ SELECT {{schema}}.embq_next_remaining_chars() AS chars;
 -- name: next_claim --
 SELECT id, doc_id, chunk_index, content, title, attempts
 FROM {{schema}}.embq_next_claim(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s,
-                                %(dead_owners)s);
+                                %(dead_owners)s, %(model)s);
 
 -- name: next_complete --
 SELECT written, changed

@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS {{model_migrations}} (
     target_model      text NOT NULL,
     state             text NOT NULL CHECK (state IN ('filling', 'cut_over', 'aborted')),
     started_at        timestamptz NOT NULL DEFAULT now(),
+    seeded_at         timestamptz,  -- every chunk there was at the start is in the shadow queue
     cut_over_at       timestamptz,
     ended_at          timestamptz,
     agreement         double precision,
