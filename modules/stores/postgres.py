@@ -16,6 +16,7 @@ import numpy.typing as npt
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.rows import TupleRow, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from modules.errors import SchemaMismatchError, StoreError, StoreUnavailableError
@@ -36,12 +37,14 @@ from modules.stores.base import (
     QueueStatus,
     RepairResult,
     RepairRow,
+    RetryRule,
     SavedDocument,
     SaveMode,
     SearchHit,
     TableAccess,
 )
 from modules.stores.migrations import upgrade
+from modules.stores.ops_queries import OperationsQueries, queue_status
 from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
 
 log = get_logger(__name__)
@@ -54,7 +57,7 @@ def _needs_no_prepare(conninfo: str) -> bool:
     return ":6543" in conninfo or "pooler.supabase.com" in conninfo or "pgbouncer=true" in conninfo
 
 
-class PostgresStore:
+class PostgresStore(OperationsQueries):
     def __init__(
         self,
         conninfo: str,
@@ -179,6 +182,18 @@ class PostgresStore:
         rows = await self._fetch(name, params)
         return rows[0]
 
+    async def _ops_rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._fetch(name, {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()})
+
+    @property
+    def conninfo(self) -> str:
+        """The connection string (with its password): for a connection of its own, e.g. LISTEN."""
+        return self._conninfo
+
+    @property
+    def tables(self) -> TableNames:
+        return self._tables
+
     # --- queue operations --------------------------------------------------------------------
 
     async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]:
@@ -192,6 +207,7 @@ class PostgresStore:
                 "doc_id": where.doc_id,
                 "failed_before": where.failed_before,
                 "dead_owners": list(where.dead_owners),
+                **where.retry.params(),
             },
         )
         return [
@@ -253,10 +269,18 @@ class PostgresStore:
             await self._fetch("release", {"worker": worker, "ids": list(chunk_ids)})
 
     async def status(
-        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+        self,
+        doc_id: str | None = None,
+        *,
+        model_id: str | None = None,
+        dead_owners: Sequence[str] = (),
+        retry: RetryRule | None = None,
     ) -> QueueStatus:
-        row = await self._one("status", {"doc_id": doc_id, "model": model_id, "dead_owners": list(dead_owners)})
-        return QueueStatus(**{k: int(v) for k, v in row.items()})
+        row = await self._one(
+            "status",
+            {"doc_id": doc_id, "model": model_id, "dead_owners": list(dead_owners), **(retry or RetryRule()).params()},
+        )
+        return queue_status(row)
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
         rows = await self._fetch("status_by_document", {"limit": limit})

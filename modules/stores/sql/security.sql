@@ -9,6 +9,9 @@
 -- The queue's own tables: always ours.
 ALTER TABLE {{cache}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{migrations_table}} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{runs_table}} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{workers_table}} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{alerts_table}} ENABLE ROW LEVEL SECURITY;
 
 -- The host tables, when the queue created them: exactly what host_tables.sql (and the Supabase file of
 -- version 1) creates, a documents table of (id, name, type, created_at) whose text ids default to
