@@ -22,6 +22,7 @@ from types import TracebackType
 from modules.embedders import make_embedder
 from modules.embedders.base import Embedder
 from modules.engine.breaker import CircuitBreaker
+from modules.engine.history import HistoryWriter, RunObserver, RunReport, ending, notify_observers
 from modules.engine.pacing import Pacer
 from modules.engine.recovery import RetryPolicy
 from modules.engine.resilience import finish_despite_cancel
@@ -33,7 +34,8 @@ from modules.errors import ApiUnavailableError, ModelMismatchError, StoreError, 
 from modules.logs import get_logger
 from modules.settings import Settings, load_settings
 from modules.stores import open_store
-from modules.stores.base import ChunkStore, ClaimFilter, ClaimMode, QueueStatus
+from modules.stores.base import ChunkStore, ClaimFilter, ClaimMode, QueueStatus, RetryRule
+from modules.stores.ops_base import operations_store
 from modules.text import content_hash
 
 log = get_logger(__name__)
@@ -72,6 +74,9 @@ class BatchEmbeddingGenerator:
         self.policy = RetryPolicy.from_settings(s)
         self.worker = worker_name()
         self.stats = RunStats()
+        self.retry_rule = RetryRule(s.max_attempts, s.retry_cooldown, s.retry_cooldown_max)
+        self.write_history = True  # one run-history row per run (a watcher writes one per period instead)
+        self.observers: list[RunObserver] = []  # told of every run's end, after the history row
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -130,27 +135,71 @@ class BatchEmbeddingGenerator:
         limit: int | None = None,
         retry_failed: bool = False,
         allow_model_mix: bool | None = None,
+        watch: bool = False,
     ) -> RunStats:
         """Embed the selected chunks and return the run's stats (`stats.ok`: nothing in scope is left
         failed or pending). Raises ApiUnavailableError when the API can't be used (chunks released),
-        ModelMismatchError when the column holds another model's vectors (unless allowed)."""
+        ModelMismatchError when the column holds another model's vectors (unless allowed). `watch`: the
+        watcher's selection, pending chunks and failed ones whose cooldown has passed (not quarantined).
+        However it ends, the run is reported to the run history and the observers."""
+        scope = "watch" if watch else "failed" if retry_failed else "pending"
+        started = time.monotonic()
+        self.stats = RunStats(limited=limit is not None, retry_only=retry_failed)
+        try:
+            stats = await self._run_selected(
+                doc_id=doc_id, limit=limit, retry_failed=retry_failed, allow_model_mix=allow_model_mix, watch=watch
+            )
+        except BaseException as exc:
+            await self._report(scope, doc_id, limit, started, self.stats, exc)
+            raise
+        await self._report(scope, doc_id, limit, started, stats, None)
+        return stats
+
+    async def _report(
+        self,
+        scope: str,
+        doc_id: str | None,
+        limit: int | None,
+        started: float,
+        stats: RunStats,
+        error: BaseException | None,
+    ) -> None:
+        observers = list(self.observers)
+        if self.write_history and hasattr(self._store, "record_run"):  # a store without history: nothing to write
+            observers.insert(0, HistoryWriter(operations_store(self._store)))
+        if not observers:
+            return
+        outcome, code = ending(stats, error)
+        model = self._embedder.model_id if self._embedder is not None else None
+        report = RunReport(self.worker, scope, doc_id, limit, time.monotonic() - started, stats, outcome, code, model)
+        await notify_observers(observers, report)
+
+    async def _run_selected(
+        self,
+        *,
+        doc_id: str | None,
+        limit: int | None,
+        retry_failed: bool,
+        allow_model_mix: bool | None,
+        watch: bool,
+    ) -> RunStats:
         store, model_id = self.store, self.embedder.model_id
         if doc_id is not None and not await store.document_exists(doc_id):
             raise UnknownDocumentError(doc_id)
         dead = await self.dead_owners()
-        whole = await store.status(model_id=model_id, dead_owners=dead)
+        whole = await store.status(model_id=model_id, dead_owners=dead, retry=self.retry_rule)
         mix_allowed = self.settings.allow_model_mix if allow_model_mix is None else allow_model_mix
         if whole.other_model and not mix_allowed:
             raise ModelMismatchError(self._model_mix_message(whole.other_model))
         queue = whole if doc_id is None else await store.status(doc_id, model_id=model_id, dead_owners=dead)
-        selected = queue.failed if retry_failed else queue.pending
+        selected = queue.pending + queue.retry_due if watch else queue.failed if retry_failed else queue.pending
         self.stats = stats = RunStats(
             total=min(selected, limit) if limit is not None else selected,
             limited=limit is not None,
             retry_only=retry_failed,
         )
         calls_before = self.embedder.calls_made()
-        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
+        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed, watch))
         size = "auto" if self.settings.batch_size == "auto" else str(self.batch_size)
         if limit is not None:
             log.info(
@@ -163,13 +212,15 @@ class BatchEmbeddingGenerator:
             log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %s)", stats.total, size)
         if dead:
             log.info("💀 停止したワーカーのチャンクを引き継ぎます: %s", ", ".join(dead))
-        mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
-        where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead)
+        mode = ClaimMode.DUE if watch else ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
+        where = ClaimFilter(
+            mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead, retry=self.retry_rule
+        )
         breaker = CircuitBreaker(outage_seconds=self.settings.outage_seconds)
         pacer = self._new_pacer()
         try:
             await self._new_run(where, limit, stats, pacer, breaker).execute()
-            if limit is None:
+            if limit is None and not watch:  # a watcher takes them at a later sweep
                 wait = await self._abandoned_lease_wait(doc_id)
                 if wait is not None:
                     log.info("⏳ 応答のないワーカーのリース切れを %.0f秒待って引き継ぎます", wait)
@@ -273,7 +324,9 @@ class BatchEmbeddingGenerator:
             estimate_tokens=self.embedder.estimate_tokens,
         )
 
-    async def _describe_target(self, doc_id: str | None, retry_failed: bool) -> str:
+    async def _describe_target(self, doc_id: str | None, retry_failed: bool, watch: bool = False) -> str:
+        if watch:
+            return "監視: 未処理チャンクと再試行時期の来た失敗チャンク"
         scope = "失敗チャンクの再処理" if retry_failed else "未処理チャンク"
         if doc_id is None:
             return f"全{scope}"

@@ -32,7 +32,8 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 nothing in scope left failed or pending (--limit's leftovers aside); 1 chunks in scope are "
     "failed (earlier runs' too: retry with --retry-only) or left pending; 2 usage, settings or environment "
     "error, nothing attempted; 3 the embedding API could not be used (outage, quota, key), every chunk released "
-    "untouched, try again later; 130 interrupted."
+    "untouched, try again later; 130 interrupted. --watch: 0 when stopped by SIGTERM, 130 by Ctrl-C, 2 for errors "
+    "waiting can't fix."
 )
 
 log = get_logger(__name__)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.cli.common import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     add_logging_options,
     parse_args,
     run_main,
     safe_secrets,
     setup,
 )
+from modules.cli.history_view import format_history, history_dicts
 from modules.cli.progress import show_progress
 from modules.cli.status_view import format_status, status_dict
 from modules.engine.stats import RunStats
@@ -24,6 +27,7 @@ from modules.logs import get_logger
 from modules.settings import Settings
 from modules.stores import open_store, store_kind
 from modules.stores.migrations import latest_version
+from modules.stores.ops_base import operations_store
 
 log = get_logger(__name__)
 
@@ -51,6 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--by-document", action="store_true", help="with --status: a line per document")
     parser.add_argument("--errors", action="store_true", help="with --status: the most common recorded errors")
+    parser.add_argument(
+        "--history",
+        type=positive_int,
+        nargs="?",
+        const=10,
+        metavar="N",
+        help="with --status (implied): the last N runs from the run history (default 10)",
+    )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="stay running and embed chunks as they arrive (LISTEN/NOTIFY, or polling every "
+        "EMBEDDING_WATCH_INTERVAL); failed chunks are retried after a cooldown, up to EMBEDDING_MAX_ATTEMPTS; "
+        "SIGTERM stops it (exit 0)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument(
         "--setup",
@@ -66,11 +85,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
+    if args.history is not None:
+        args.status = True
+    if args.watch:
+        others = [
+            flag
+            for flag, on in (
+                ("--status", args.status),
+                ("--doc-id", args.doc_id is not None),
+                ("--limit", args.limit is not None),
+                ("--retry-only", args.retry_only),
+                ("--setup", args.setup),
+                ("--json", args.json),
+            )
+            if on
+        ]
+        if others:
+            parser.print_usage(sys.stderr)
+            print(f"❌ --watch runs by itself; it can't be combined with {', '.join(others)}", file=sys.stderr)
+            return EXIT_USAGE
 
     async def body() -> int:
         settings = setup(args)
         if args.setup:
             return await first_time_setup(settings)
+        if args.watch:
+            from modules.cli.watch import watch
+
+            return await watch(settings)
         async with BatchEmbeddingGenerator(settings) as generator:
             if args.status:
                 return await show_status(generator, args)
@@ -82,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                         stats = await run(generator, args)
             except ApiUnavailableError:
                 await report(generator, args, generator.stats)  # what was done, and that nothing was charged
+                await alerts_after_run(generator, settings)
                 raise
             await report(generator, args, stats)
+            await alerts_after_run(generator, settings)
             return exit_code(stats)
 
     return run_main(body, safe_secrets)
@@ -115,9 +159,22 @@ async def run(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> R
     return await generator.run(doc_id=args.doc_id, limit=args.limit, retry_failed=args.retry_only)
 
 
+async def alerts_after_run(generator: BatchEmbeddingGenerator, settings: Settings) -> None:
+    """With ALERT_WEBHOOK_URL, a plain run (cron's) evaluates the alert rules once at its end; it never fails
+    the run (modules/ops/alerts.py)."""
+    if settings.alert_webhook_url is None:
+        return
+    from modules.ops.alerts import alert_monitor
+
+    await alert_monitor(operations_store(generator.store), settings).evaluate_safely()
+
+
 async def report(generator: BatchEmbeddingGenerator, args: argparse.Namespace, stats: RunStats) -> None:
     status = await generator.store.status(
-        args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+        args.doc_id,
+        model_id=generator.embedder.model_id,
+        dead_owners=await generator.dead_owners(),
+        retry=generator.retry_rule,
     )
     if args.json:
         print(json.dumps({"run": stats.as_dict(), "status": status_dict(status)}, ensure_ascii=False))
@@ -130,11 +187,15 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     if args.doc_id is not None and not await store.document_exists(args.doc_id):
         raise UnknownDocumentError(args.doc_id)
     status = await store.status(
-        args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+        args.doc_id,
+        model_id=generator.embedder.model_id,
+        dead_owners=await generator.dead_owners(),
+        retry=generator.retry_rule,
     )
     documents = await store.status_by_document() if args.by_document else None
     errors = await store.recent_errors() if args.errors else None
     cache = await store.cache_stats()
+    history = await operations_store(store).runs_recent(args.history) if args.history is not None else None
     if args.json:
         extra = {
             "model": generator.embedder.model_id,
@@ -142,9 +203,14 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             "cache_entries": cache.entries,
             "cache_hits": cache.hits,
         }
+        if history is not None:
+            extra["history"] = history_dicts(history)
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
         print(format_status(status, documents=documents, errors=errors, cache=cache))
+        if history is not None:
+            print()
+            print(format_history(history))
     return EXIT_OK
 
 

@@ -52,6 +52,11 @@ AConn = psycopg.AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x656D6271  # "embq": serializes concurrent migrations from several workers
 
 
+def transaction_pooler(conninfo: str) -> bool:
+    """Whether the connection goes through a transaction-mode pooler (no prepared statements, no LISTEN)."""
+    return _needs_no_prepare(conninfo)
+
+
 def _needs_no_prepare(conninfo: str) -> bool:
     # Transaction-mode poolers (Supabase's Supavisor on 6543, pgbouncer) can't keep prepared statements.
     return ":6543" in conninfo or "pooler.supabase.com" in conninfo or "pgbouncer=true" in conninfo
