@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 
@@ -77,6 +78,7 @@ class BatchEmbeddingGenerator:
         self.retry_rule = RetryRule(s.max_attempts, s.retry_cooldown, s.retry_cooldown_max)
         self.write_history = True  # one run-history row per run (a watcher writes one per period instead)
         self.observers: list[RunObserver] = []  # told of every run's end, after the history row
+        self.embedder_wrapper: Callable[[Embedder], Embedder] | None = None  # e.g. metrics around its own embedder
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -94,6 +96,8 @@ class BatchEmbeddingGenerator:
             self._store, _ = await open_store(self.settings, pool_size=self.lanes + 2)
         if self._embedder is None:
             self._embedder = make_embedder(self.settings)
+            if self.embedder_wrapper is not None:
+                self._embedder = self.embedder_wrapper(self._embedder)
 
     async def close(self) -> None:
         if self._embedder is not None and self._owns_embedder:
