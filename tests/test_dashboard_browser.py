@@ -4,7 +4,7 @@ is the system's, never `playwright install`), against the standalone app served 
 An unauthenticated visit sees the sign-in form and no data; a wrong token is refused; the right one shows the
 page with the known figures; the page refreshes by itself (a chunk inserted meanwhile shows up); on a
 phone-sized screen nothing overflows sideways; signing out ends the session. Screenshots go under the test's
-tmp dir (and, with DASHBOARD_SCREENSHOT_DIR set, are copied there: benchmarks/results/ holds the committed ones).
+tmp dir (and, with DASHBOARD_SCREENSHOT_DIR set, are copied there: docs/screenshots/ holds the committed ones).
 """
 
 from __future__ import annotations
