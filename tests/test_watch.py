@@ -25,7 +25,7 @@ from modules.ops.watcher import Watcher
 from modules.settings import Settings
 from modules.stores.ops_base import operations_store
 from tests.chaos_helpers import CHAOS_API_KEY
-from tests.helpers import fetch_all, seed_chunks
+from tests.helpers import create_tables, fetch_all, seed_chunks
 from tests.webhook_receiver import WebhookReceiver
 
 POISON = "毒入りの段落"
@@ -116,6 +116,26 @@ async def test_an_insert_wakes_an_idle_watcher_long_before_its_sweep(
     assert rows == [("watch", 0, 3, "ok")]  # one row for the whole (short) period, with the exit code
     workers = await fetch_all(database_url, "SELECT wake, stopped_at IS NOT NULL, exit_code FROM embq_workers")
     assert workers == [("listen", True, 0)]
+
+
+async def test_an_idle_watcher_sleeps(database_url: str, make_settings: Callable[..., Settings]) -> None:
+    """Nothing to do from the start (the wake-up the LISTEN connection gives when it connects included): the
+    watcher looks once and sleeps until its sweep, it does not spin."""
+    await create_tables(database_url)
+    async with watching(make_settings(EMBEDDING_WATCH_INTERVAL=30)) as running:
+        await asyncio.sleep(1.5)
+        assert running.watcher.probes <= 2, running.watcher.probes
+        assert running.watcher.runs == 0
+        await insert_chunk_with_document(database_url)
+        await until(lambda: _none_pending(database_url), what="the chunk")
+        await asyncio.sleep(1.0)
+        assert running.watcher.probes <= 5, running.watcher.probes
+
+
+async def insert_chunk_with_document(url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO document_sources (id, name, type) VALUES ('d', 'd.txt', 'txt')")
+        await conn.execute("INSERT INTO chunks (doc_id, chunk_index, content) VALUES ('d', 0, '一つだけの段落です。')")
 
 
 async def _none_pending(url: str) -> bool:

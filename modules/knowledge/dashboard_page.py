@@ -10,6 +10,7 @@ from html import escape
 
 from modules.cli.status_view import age_text
 from modules.knowledge.dashboard_data import DashboardData
+from modules.ops.alerts import TITLES
 from modules.stores.ops_base import Totals
 
 _HEALTH = {
@@ -27,12 +28,7 @@ _OUTCOMES = {
 }
 _KINDS = {"run": "実行", "watch": "監視"}
 _SCOPES = {"pending": "未処理", "failed": "失敗の再処理", "watch": "監視"}
-_ALERT_KINDS = {
-    "success_rate": "成功率の低下",
-    "backlog_age": "未処理の滞留",
-    "api_unavailable": "埋め込みAPI利用不可",
-    "watcher_silent": "ワーカーの報告途絶",
-}
+_ALERT_KINDS = TITLES
 
 
 def e(value: object) -> str:

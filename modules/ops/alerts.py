@@ -22,11 +22,12 @@ from typing import Any
 
 from modules.errors import StoreError
 from modules.logs import get_logger
-from modules.ops.webhook import WebhookSender
+from modules.ops.webhook import TITLES, WebhookSender
 from modules.settings import Settings
 from modules.stores.ops_base import Health, OperationsStore
 
 log = get_logger(__name__)
+__all__ = ["TITLES", "AlertMonitor", "AlertRules", "Firing", "alert_monitor", "firing"]
 RETRY_SECONDS = 60.0  # a notification taken by a process that did not confirm it is taken again after this
 
 

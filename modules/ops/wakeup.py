@@ -122,11 +122,28 @@ class ListenWakeup:
                     log.info("🔌 LISTEN に再接続しました")
                 self.connected.set()
             self._event.set()  # whatever was announced while nobody listened
+            # Wait on the socket itself: psycopg's notifies() wakes every 0.1 s to look for interrupts, which
+            # would cost an idle watcher a steady trickle of CPU. Here an idle watcher sleeps in epoll until a
+            # notification (or the ping's timer) arrives.
+            loop = asyncio.get_running_loop()
+            pgconn, fd = conn.pgconn, conn.pgconn.socket
+            readable = asyncio.Event()
             while True:
-                async for _ in conn.notifies(timeout=self._ping):
-                    self.notifications += 1
-                    self._event.set()
-                await conn.execute("SELECT 1")  # a half-open connection fails here, and is replaced
+                loop.add_reader(fd, readable.set)
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(readable.wait(), self._ping)
+                finally:
+                    loop.remove_reader(fd)
+                if readable.is_set():
+                    readable.clear()
+                    pgconn.consume_input()  # a closed connection raises here, and is replaced
+                    while pgconn.notifies() is not None:
+                        self.notifications += 1
+                        self._event.set()
+                else:
+                    await conn.execute("SELECT 1")  # a half-open connection fails here, and is replaced
+                    self._event.set()  # a notification that came with the ping's answer is not lost
 
 
 def _short(exc: BaseException) -> str:

@@ -60,6 +60,7 @@ class Watcher:
         self.period = PeriodRecorder(self.ops, self.info, settings.watch_period)
         self.background = background or []  # loops that live as long as the watcher (alerts, metrics)
         self.runs = 0
+        self.probes = 0
         self._last_prune = 0.0
 
     async def serve(self, stop: asyncio.Event) -> int:
@@ -116,9 +117,9 @@ class Watcher:
                 if await _wait(stop, backoff):
                     return
             try:
+                self.wakeup.clear()  # before looking: a notification that comes after it wakes the next sleep
                 wait = await self._work_or_wait()
                 if wait is None:
-                    self.wakeup.clear()
                     stats = await _until_stopped(self.generator.run(watch=True), stop)
                     self.runs += 1
                     backoff = 0.0
@@ -143,6 +144,7 @@ class Watcher:
 
     async def _work_or_wait(self) -> float | None:
         """None when there is work now; else how long to sleep (until the sweep or the next retry)."""
+        self.probes += 1
         probe = await self.ops.watch_probe(await self.generator.dead_owners(), self.generator.retry_rule)
         if probe.has_pending:
             return None

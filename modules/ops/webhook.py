@@ -18,12 +18,26 @@ from modules.stores.ops_base import AlertRow
 
 log = get_logger(__name__)
 TITLE = "[バッチエンベディング]"
+TITLES = {  # each alert rule's name (modules/ops/alerts.py), in messages and on the dashboard
+    "success_rate": "成功率の低下",
+    "backlog_age": "未処理の滞留",
+    "api_unavailable": "埋め込みAPI利用不可",
+    "watcher_silent": "ワーカーの報告途絶",
+}
 
 
 def payload(alert: AlertRow, secrets: list[str]) -> dict[str, Any]:
     resolved = alert.state == "resolved"
-    mark = "✅ 解決" if resolved else "🚨 発生"
-    text = f"{mark} {TITLE} {alert.summary}"
+    title = TITLES.get(alert.kind, alert.kind)
+    if resolved and alert.resolved_at is not None:
+        lasted = alert.resolved_at - alert.opened_at
+        minutes = max(1, round(lasted.total_seconds() / 60))
+        text = (
+            f"✅ 解決 {TITLE} {title} は解消しました (約{minutes}分間, "
+            f"{alert.opened_at:%Y-%m-%d %H:%M:%S %Z} 〜 {alert.resolved_at:%H:%M:%S %Z})。発生時: {alert.summary}"
+        )
+    else:
+        text = f"🚨 発生 {TITLE} {title}: {alert.summary}"
     body = {
         "text": text,
         "alert": {
