@@ -22,7 +22,7 @@ from typing import Any
 
 from modules.errors import StoreError
 from modules.logs import get_logger
-from modules.ops.webhook import TITLES, WebhookSender
+from modules.ops.webhook import TITLES, WebhookSender, duration_text
 from modules.settings import Settings
 from modules.stores.ops_base import Health, OperationsStore
 
@@ -88,7 +88,7 @@ def firing(health: Health, rules: AlertRules) -> list[Firing]:
             Firing(
                 "backlog_age",
                 "backlog_age",
-                f"最も古い未処理チャンクが {_duration(age)} 待っています (しきい値 {rules.backlog_minutes:g}分)",
+                f"最も古い未処理チャンクが {duration_text(age)} 待っています (しきい値 {rules.backlog_minutes:g}分)",
                 {"oldest_pending_age_seconds": round(age, 1), "threshold_minutes": rules.backlog_minutes},
             )
         )
@@ -108,7 +108,7 @@ def firing(health: Health, rules: AlertRules) -> list[Firing]:
             Firing(
                 f"watcher_silent:{watcher.worker}",
                 "watcher_silent",
-                f"監視ワーカー {watcher.worker} からの報告が {_duration(watcher.silent_seconds)} 途絶えています "
+                f"監視ワーカー {watcher.worker} からの報告が {duration_text(watcher.silent_seconds)} 途絶えています "
                 f"(しきい値 {rules.silence_minutes:g}分)",
                 {"worker": watcher.worker, "silent_seconds": round(watcher.silent_seconds, 1)},
             )
@@ -164,13 +164,3 @@ class AlertMonitor:
 def alert_monitor(store: OperationsStore, settings: Settings) -> AlertMonitor:
     sender = WebhookSender(settings.alert_webhook_url, settings.secrets()) if settings.alert_webhook_url else None
     return AlertMonitor(store, AlertRules.from_settings(settings), sender)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}秒"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}分"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}時間"
-    return f"{seconds / 86400:.1f}日"

@@ -30,10 +30,9 @@ def payload(alert: AlertRow, secrets: list[str]) -> dict[str, Any]:
     resolved = alert.state == "resolved"
     title = TITLES.get(alert.kind, alert.kind)
     if resolved and alert.resolved_at is not None:
-        lasted = alert.resolved_at - alert.opened_at
-        minutes = max(1, round(lasted.total_seconds() / 60))
+        lasted = duration_text((alert.resolved_at - alert.opened_at).total_seconds())
         text = (
-            f"✅ 解決 {TITLE} {title} は解消しました (約{minutes}分間, "
+            f"✅ 解決 {TITLE} {title} は解消しました ({lasted}間, "
             f"{alert.opened_at:%Y-%m-%d %H:%M:%S %Z} 〜 {alert.resolved_at:%H:%M:%S %Z})。発生時: {alert.summary}"
         )
     else:
@@ -73,3 +72,14 @@ class WebhookSender:
             return True
         log.warning("📮 アラートの送信先が %d を返しました (次回の確認で再送します)", answer.status_code)
         return False
+
+
+def duration_text(seconds: float) -> str:
+    """A duration in words: 45秒, 12分, 3.5時間, 2.0日."""
+    if seconds < 120:
+        return f"{seconds:.0f}秒"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}分"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}時間"
+    return f"{seconds / 86400:.1f}日"
