@@ -31,7 +31,14 @@ from modules.engine.run import EmbeddingRun, RunOptions
 from modules.engine.screening import Screener
 from modules.engine.stats import RunStats, log_final_statistics
 from modules.engine.workers import dead_local_owners, worker_name
-from modules.errors import ApiUnavailableError, ModelMismatchError, StoreError, UnknownDocumentError
+from modules.errors import (
+    ApiUnavailableError,
+    DatabaseLostError,
+    ModelMismatchError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownDocumentError,
+)
 from modules.logs import get_logger
 from modules.settings import Settings, load_settings
 from modules.stores import open_store
@@ -230,6 +237,12 @@ class BatchEmbeddingGenerator:
                     log.info("⏳ 応答のないワーカーのリース切れを %.0f秒待って引き継ぎます", wait)
                     await asyncio.sleep(wait)
                     await self._new_run(where, None, stats, pacer, breaker).execute()
+        except StoreUnavailableError as exc:  # began, then lost the database: "try later", not "nothing attempted"
+            lost = DatabaseLostError(
+                f"the database was lost mid-run: {exc}", "once the database answers again (check DATABASE_URL)"
+            )
+            stats.aborted, stats.api_unavailable, stats.database_lost = str(lost), lost.retry_hint, True
+            raise lost from None
         finally:
             stats.api_calls = self.embedder.calls_made() - calls_before
             stats.total = max(stats.total, stats.processed)

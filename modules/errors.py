@@ -92,6 +92,11 @@ class ApiUnavailableError(RunAborted):
         self.retry_hint = retry_hint
 
 
+class DatabaseLostError(ApiUnavailableError):
+    """The database went away after the run began and did not come back in time: nothing was charged
+    (results not yet written are lost, their chunks' leases expire), exit 3 like an API outage."""
+
+
 class ModelMismatchError(BatchEmbeddingError):
     """The vector column holds vectors of another model than the configured one: adding ours would mix
     two vector spaces that search cannot compare."""

@@ -870,6 +870,21 @@ def _validated(s: Settings) -> Settings:
         )
     if s.database_url and not re.match(r"^postgres(ql)?://", s.database_url.reveal()):
         raise SettingsError("DATABASE_URL", "must start with postgresql:// (a PostgreSQL connection string)")
+    if s.database_url and s.database_url.reveal().split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+        # user:p@ss@host: the driver would take part of the password for the host and print it. Never
+        # echo any of it here.
+        raise SettingsError(
+            "DATABASE_URL",
+            "the user or password holds an '@': percent-encode it as %40 (and ':' as %3A, '/' as %2F)",
+        )
+    if s.gemini_base_url and not re.match(
+        r"^https?://(\[[0-9a-fA-F:]+\]|[^/\s:\[\]]+)(:\d+)?(/\S*)?$", s.gemini_base_url
+    ):
+        raise SettingsError(
+            "GOOGLE_GEMINI_BASE_URL",
+            f"{s.gemini_base_url!r} is not an http(s) URL; use e.g. https://generativelanguage.googleapis.com "
+            "or http://127.0.0.1:8089 (the simulator), or leave it empty for Google's",
+        )
     if s.supabase_url and not re.match(r"^https?://", s.supabase_url):
         raise SettingsError(
             "SUPABASE_URL", "must start with https:// (your project's URL, e.g. https://xyz.supabase.co)"

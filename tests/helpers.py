@@ -45,10 +45,17 @@ async def seed_chunks(
 
 
 async def fetch_all(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    from pgvector.psycopg import register_vector_async
+    from pgvector.psycopg.vector import register_vector_info
+    from psycopg.types import TypeInfo
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await register_vector_async(conn)
+        found = await conn.execute(
+            "SELECT quote_ident(n.nspname) || '.vector' FROM pg_extension e "
+            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+        )
+        vector_type = await found.fetchone()
+        if vector_type is not None:  # by its schema: pgvector's own helper wants it on the search_path
+            register_vector_info(conn, await TypeInfo.fetch(conn, vector_type[0]))
         cur = await conn.execute(sql, params)
         return await cur.fetchall()
 

@@ -92,7 +92,9 @@ def deflated_entry(name: str, data: bytes) -> Entry:
     return Entry(name, compressor.compress(data) + compressor.flush(), zlib.crc32(data), len(data))
 
 
-def write_zip(entries: list[Entry]) -> bytes:
+def write_zip(entries: list[Entry], *, declared_entries: int | None = None, zip64: bool = False) -> bytes:
+    """A zip of `entries`; its end record declares `declared_entries` (default: the truth). With `zip64`,
+    the counts and the directory's place are in a Zip64 end record (the classic one says 0xFFFF...)."""
     out = io.BytesIO()
     central = []
     for entry in entries:
@@ -142,7 +144,15 @@ def write_zip(entries: list[Entry]) -> bytes:
     start = out.tell()
     for record in central:
         out.write(record)
-    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), out.tell() - start, start, 0))
+    count = len(entries) if declared_entries is None else declared_entries
+    size = out.tell() - start
+    if zip64:
+        record_at = out.tell()
+        out.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, size, start))
+        out.write(struct.pack("<IIQI", 0x07064B50, 0, record_at, 1))
+        out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+    else:
+        out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0))
     return out.getvalue()
 
 
@@ -155,6 +165,18 @@ def docx_package(document_xml: bytes) -> bytes:
             deflated_entry("word/document.xml", document_xml),
         ]
     )
+
+
+def many_entry_docx(extra_entries: int, *, declared_entries: int | None = None, zip64: bool = False) -> bytes:
+    """A readable Word package plus `extra_entries` empty entries, its end record declaring
+    `declared_entries` (a lie, to get past a reader that trusts it)."""
+    parts = [
+        deflated_entry("[Content_Types].xml", CONTENT_TYPES),
+        deflated_entry("_rels/.rels", PACKAGE_RELS),
+        deflated_entry("word/document.xml", document_xml(["就業規則の本文です。"])),
+    ]
+    empty = [Entry(f"{i:x}", b"", 0, 0, method=0) for i in range(extra_entries)]
+    return write_zip(parts + empty, declared_entries=declared_entries, zip64=zip64)
 
 
 def document_xml(paragraphs: list[str]) -> bytes:

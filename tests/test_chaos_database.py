@@ -144,8 +144,8 @@ async def test_database_going_away_mid_run(
 
     if code == 0:  # reconnected and went on
         assert worker.json()["status"]["pending"] == 0
-    else:  # or ended with one clear line (no traceback) that says it is the database
-        assert code in (1, 2), worker.stderr[-3000:]
+    else:  # or ended with one clear line (no traceback) that says it is the database: try again later
+        assert code == 3, worker.stderr[-3000:]
         assert "Traceback" not in worker.stderr
         last = worker.stderr.strip().splitlines()[-1]
         assert "データベース" in last or "PostgreSQL" in last, last
@@ -169,3 +169,25 @@ async def test_database_going_away_mid_run(
     assert min(per_text.values()) >= 1
     # a vector is computed twice only when its first write was lost with the connection
     assert sum(c - 1 for c in per_text.values()) <= 2 * 10 * 2
+
+
+async def test_a_database_gone_for_good_mid_run_ends_with_exit_3_and_one_line(
+    own_server: OwnServer, sim: GeminiSimulator, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = own_server.new_database()
+    await seed_chunks(url, corpus(400, docs=6))
+    env = gemini_env({**base_env, "DATABASE_URL": url}, sim, EMBEDDING_CONCURRENCY=2, EMBEDDING_LEASE_SECONDS=3)
+    worker = Worker(env, "--json", out_dir=tmp_path, name="gone")
+    wait_until(lambda: count_embedded(url) >= 60, timeout=30, what="the first batches")
+    own_server.stop()
+    try:
+        code = worker.wait(timeout=240)
+    finally:
+        own_server.start()
+    assert code == 3, worker.stderr[-3000:]  # began, then lost the database: try later, not "nothing attempted"
+    assert "Traceback" not in worker.stderr
+    last = worker.stderr.strip().splitlines()[-1]
+    assert "データベース" in last or "database" in last, last
+    after = rows(url)
+    assert wrong_vectors(after) == []
+    assert [r.id for r in after if r.attempts or r.failed_at or r.error] == []  # charged to no chunk

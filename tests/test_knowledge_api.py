@@ -226,3 +226,20 @@ async def test_a_path_in_the_file_name_is_dropped(api: tuple[httpx.AsyncClient, 
     assert response.status_code == 202, response.text
     assert response.json()["name"] == "経費規程.txt"
     assert [d["name"] for d in (await client.get("/knowledge/documents")).json()] == ["経費規程.txt"]
+
+
+async def test_an_id_the_database_cannot_hold_is_a_404_and_a_nul_in_a_query_is_searched(
+    gemini_api: tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator],
+) -> None:
+    # Review 1, F16: psycopg refuses NUL in a text parameter, and the progress and delete routes were a 500.
+    client, service, _ = gemini_api
+    doc_id = (await upload(client, "faq.txt", "経費精算の締め日は毎月25日です。".encode())).json()["doc_id"]
+    await service.wait_for_background()
+    for bad in ("a%00b", f"{doc_id}%00", "%00"):  # as curl sends them
+        progress = await client.get(f"/knowledge/documents/{bad}/progress")
+        assert progress.status_code == 404 and "was not found" in progress.json()["detail"], progress.text
+        deleted = await client.delete(f"/knowledge/documents/{bad}")
+        assert deleted.status_code == 404 and "was not found" in deleted.json()["detail"], deleted.text
+    found = await client.get("/knowledge/search", params={"q": "締め日\x00はいつ", "k": 1})
+    assert found.status_code == 200 and found.json()["results"][0]["doc_id"] == doc_id
+    assert (await client.get(f"/knowledge/documents/{doc_id}/progress")).json()["embedded"] == 1

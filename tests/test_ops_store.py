@@ -1,4 +1,4 @@
-"""Schema version 5 on a real PostgreSQL and through the PostgREST stand-in: the watcher's claim mode 'due'
+"""Schema version 6 on a real PostgreSQL and through the PostgREST stand-in: the watcher's claim mode 'due'
 (cooldowns that grow, quarantine after EMBEDDING_MAX_ATTEMPTS), the status's cooling-down and quarantined
 counts (inside `failed`), the oldest pending chunk's age, the trigger that wakes watchers, the run history,
 the watchers' heartbeats and the alerts' once-per-incident state."""

@@ -130,7 +130,7 @@ async def test_report_and_apply_in_sql(database_url: str) -> None:
         assert (limited.released_leases, limited.reset, limited.wrong_model, limited.wrong_dimension) == (0, 1, 1, 0)
         result = await store.repair_apply(MODEL, DIMS)
         assert (result.released_leases, result.reset, result.wrong_model, result.wrong_dimension) == (1, 2, 2, 1)
-        assert await store.repair_apply(MODEL, DIMS) == RepairResult(0, 0, 0, 0, 0)
+        assert await store.repair_apply(MODEL, DIMS) == RepairResult(0, 0, 0, 0, 0, 0)
         after = {r.doc_id: r for r in await store.repair_report(MODEL, DIMS)}
         assert (after["doc-a"].missing, after["doc-a"].to_reset, after["doc-b"].missing) == (4, 0, 2)
     finally:
@@ -151,11 +151,36 @@ async def test_report_and_apply_in_sql(database_url: str) -> None:
     assert state["doc-b/2"][4] == "other-worker"  # a live lease is left alone
 
 
+async def test_a_vector_whose_text_changed_since_is_stale_and_re_embedded(database_url: str) -> None:
+    await seed_repair_case(database_url)
+    # doc-c/0 was embedded from its text (the hash matches); then someone edits the text in place.
+    await fetch_all(
+        database_url,
+        "UPDATE chunks SET content_hash = encode(sha256(convert_to(content, 'UTF8')), 'hex') "
+        "WHERE embedding IS NOT NULL RETURNING 1",
+    )
+    store = PostgresStore(database_url, TableNames(), DIMS)
+    await store.prepare()
+    try:
+        assert "doc-c" not in {r.doc_id for r in await store.repair_report(MODEL, DIMS)}
+        await fetch_all(
+            database_url, "UPDATE chunks SET content = '書き換えた段落です。' WHERE id = 'doc-c/0' RETURNING 1"
+        )
+        (report,) = await store.repair_report(MODEL, DIMS, "doc-c")
+        assert (report.stale, report.to_reset, report.wrong_model) == (1, 1, 0)
+        applied = await store.repair_apply(MODEL, DIMS, "doc-c")
+        assert (applied.stale, applied.reset) == (1, 1)
+    finally:
+        await store.aclose()
+    (row,) = await fetch_all(database_url, "SELECT embedding IS NULL, content_hash FROM chunks WHERE id = 'doc-c/0'")
+    assert row == (True, None)  # pending again: the next run embeds the new text
+
+
 async def test_dry_run_reports_by_document_and_changes_nothing(database_url: str, env: dict[str, str]) -> None:
     await seed_repair_case(database_url)
     before = await snapshot(database_url)
     result = run_repair(env, "--dry-run", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a dry run that finds something to repair says so
     data = json.loads(result.stdout)
     assert data["dry_run"] is True and data["model"] == MODEL and data["applied"] is None and data["run"] is None
     assert [d["doc_id"] for d in data["documents"]] == ["doc-a", "doc-b"]
@@ -165,13 +190,14 @@ async def test_dry_run_reports_by_document_and_changes_nothing(database_url: str
         "wrong_model": 3,
         "wrong_dimension": 1,
         "degenerate": 0,
+        "stale": 0,
         "failed": 1,
         "to_reset": 3,
     }
     assert data["plan"] == {"release_leases": 1, "reset": 3, "embed": 5}  # 2 pending + 3 reset
 
     human = run_repair(env, "--dry-run", "--doc-id", "doc-a")
-    assert human.returncode == 0, human.stderr
+    assert human.returncode == 1, human.stderr
     assert "doc-a.pdf [doc-a]: 未埋め込み 2 (うち失敗 1)" in human.stdout
     assert "モデル違い 2 | 次元違い 1" in human.stdout
     assert "ドライラン" in human.stdout and "doc-b" not in human.stdout
@@ -190,6 +216,7 @@ async def test_repair_resets_wrong_vectors_and_re_embeds_them(database_url: str,
         "wrong_model": 3,
         "wrong_dimension": 1,
         "degenerate": 0,
+        "stale": 0,
         "reset": 3,
     }
     assert (data["run"]["embedded"], data["run"]["failed"]) == (5, 0)

@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from modules.errors import StoreError
 from modules.settings import TableNames
 from modules.stores.base import ClaimFilter, ClaimMode
 from modules.stores.migration_file import MIGRATION_PATH
@@ -236,3 +237,19 @@ async def test_a_database_newer_than_this_program_is_left_alone(database_url: st
         assert (await store.status()).total == 0
     finally:
         await store.aclose()
+
+
+async def test_an_upgrade_blocked_by_a_long_transaction_gives_up_and_changes_nothing(database_url: str) -> None:
+    apply_v1(database_url)
+    fill_every_state(database_url)
+    async with await psycopg.AsyncConnection.connect(database_url) as reader:
+        await reader.execute("SELECT count(*) FROM chunks")  # an open transaction, as a long report would hold
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StoreError, match="could not lock chunks") as caught:
+            await prepared(database_url)
+        assert asyncio.get_running_loop().time() - started < 30  # gave up; the chatbot's readers were not queued
+        assert "pg_stat_activity" in str(caught.value)
+        await reader.rollback()
+    # Nothing half-done: version 2's table of versions was rolled back with the rest.
+    assert await fetch_all(database_url, "SELECT to_regclass('embq_migrations') IS NULL") == [(True,)]
+    await (await prepared(database_url)).aclose()  # and once it has ended, the upgrade goes through

@@ -161,3 +161,31 @@ def test_paths_are_relative_to_the_working_directory_not_the_package(
     assert s.embedded_pg_dir == tmp_path / ".data" / "postgres"
     assert s.log_file == Path("batch_embedding.log")
     assert dotenv_path({}) == Path(".env")
+
+
+def test_a_database_url_whose_password_holds_an_at_sign_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            env={"DATABASE_URL": "postgresql://app:s3cr@t@db.example:5432/postgres", "EMBEDDING_PROVIDER": "local"}
+        )
+    message = str(caught.value)
+    assert message.startswith("DATABASE_URL: ") and "%40" in message
+    assert "s3cr" not in message and "db.example" not in message
+    encoded = load_settings(
+        env={"DATABASE_URL": "postgresql://app:s3cr%40t@db.example:5432/postgres", "EMBEDDING_PROVIDER": "local"}
+    )
+    assert encoded.database_url is not None
+
+
+@pytest.mark.parametrize("url", ["generativelanguage.googleapis.com", "ftp://host", "http://", "https://a b"])
+def test_a_gemini_base_url_that_is_not_http_is_refused(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"GOOGLE_GEMINI_BASE_URL": url})
+    assert str(caught.value).startswith("GOOGLE_GEMINI_BASE_URL: ")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://generativelanguage.googleapis.com", "http://127.0.0.1:8089", "http://[::1]:9/x"]
+)
+def test_gemini_base_urls_that_are_fine(url: str) -> None:
+    assert load_settings(env={"GOOGLE_GEMINI_BASE_URL": url}).gemini_base_url == url

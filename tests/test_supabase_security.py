@@ -18,8 +18,10 @@ import pytest
 from psycopg import sql
 
 from modules.settings import Secret, TableNames
+from modules.stores.base import ClaimFilter, ClaimMode, Completed
 from modules.stores.postgres import PostgresStore
 from modules.stores.supabase import SupabaseStore
+from modules.text import content_hash
 from tests.helpers import fetch_all
 from tests.postgrest_fake import SERVICE_KEY, PostgrestFake, apply_migration, ensure_supabase_roles, supabase_defaults
 
@@ -177,6 +179,18 @@ def vector_in_extensions(database_url: str, pg_server: str, roles: None) -> Iter
             "CREATE OPERATOR public.<=> (LEFTARG = extensions.vector, RIGHTARG = extensions.vector, "
             "FUNCTION = public.planted_distance)"
         )
+        # Better-matching overloads of built-ins: PostgreSQL prefers them wherever they sit on the path
+        # (an integer argument fits make_interval(integer) better than pg_catalog's double precision).
+        for planted in (
+            "public.make_interval(secs integer) RETURNS interval",
+            "public.convert_to(text, text) RETURNS bytea",
+            "public.cardinality(text[]) RETURNS integer",
+        ):
+            conn.execute(
+                f"CREATE FUNCTION {planted} LANGUAGE plpgsql AS $$ BEGIN BEGIN ALTER ROLE intruder SUPERUSER; "
+                "EXCEPTION WHEN others THEN NULL; END; "
+                f"RAISE EXCEPTION 'planted {planted.split(' RETURNS')[0]} ran as %', current_user; END $$"
+            )
     yield database_url
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP OWNED BY intruder")
@@ -195,12 +209,82 @@ async def test_a_function_planted_in_public_never_runs_for_the_service_role(vect
             query[0] = 1.0
             hits = await store.search(query, 3)  # orders by <=>
             assert [h.chunk_id for h in hits] == ["c1"] and hits[0].distance == pytest.approx(0.0)
+            claimed = await store.claim("w", 5, 60, ClaimFilter(mode=ClaimMode.PENDING))  # make_interval
+            assert claimed == []  # c1 has a vector: nothing pending, but the claim ran
+            await store.repair_apply("gemini-embedding-001@768", 768)  # c1 (another model) back to pending
+            (chunk,) = await store.claim("w", 5, 60, ClaimFilter())
+            written = await store.complete(
+                "w", "gemini-embedding-001@768", [Completed(chunk.id, query, content_hash(chunk.content))]
+            )
+            assert written.written == 1  # convert_to (the content hash)
+            saved = await store.save_document("新しい規程.md", "md", ["第一条。"], "replace")  # cardinality
+            assert saved.outcome == "created"
         finally:
             await store.aclose()
     search_paths = await fetch_all(
         url, "SELECT DISTINCT array_to_string(proconfig, ',') FROM pg_proc WHERE proname ~ '^embq_'"
     )
-    assert search_paths == [("search_path=pg_catalog, extensions, public, pg_temp",)]
+    assert search_paths == [("search_path=pg_catalog, pg_temp",)]
+    superuser = await fetch_all(url, "SELECT rolsuper FROM pg_roles WHERE rolname = 'intruder'")
+    assert superuser == [(False,)]
+
+
+async def test_an_upgrade_never_cuts_a_readers_access_to_production_tables(database_url: str, roles: None) -> None:
+    """Tables version 1 created long ago hold the chatbot's data: an upgrade (any command starts one)
+    must not switch row-level security on under its readers. Only tables still empty (a fresh install)
+    are locked down."""
+    from pathlib import Path
+
+    frozen = Path(__file__).parent / "fixtures" / "schema_v1_released.sql"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(frozen.read_bytes())
+        conn.execute("INSERT INTO document_sources (id, name, type) VALUES ('d', 'a.md', 'md')")
+        conn.execute("INSERT INTO chunks (id, doc_id, chunk_index, content) VALUES ('c', 'd', 0, '本文')")
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'chatbot_reader'").fetchone():
+            conn.execute("CREATE ROLE chatbot_reader NOLOGIN")
+        conn.execute("GRANT USAGE ON SCHEMA public TO chatbot_reader")
+        conn.execute("GRANT SELECT ON chunks, document_sources TO chatbot_reader")
+    store = PostgresStore(database_url, TableNames(), 768)
+    await store.prepare()  # the upgrade to the current version
+    await store.aclose()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET ROLE chatbot_reader")
+        assert conn.execute("SELECT count(*) FROM chunks").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM document_sources").fetchone() == (1,)
+        conn.execute("RESET ROLE")
+        flags = conn.execute(
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relname IN ('chunks', 'document_sources') ORDER BY 1"
+        ).fetchall()
+    assert flags == [("chunks", False), ("document_sources", False)]
+
+
+async def test_setup_finds_pgvector_in_a_schema_off_the_search_path(database_url: str) -> None:
+    """pgvector installed WITH SCHEMA extensions and a search_path without it (a hardened role, a pooler
+    that resets it): the tables, the queue and search all name the type and operators by schema."""
+    name = database_url.split("?")[0].rsplit("/", 1)[1]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA extensions")
+        conn.execute("CREATE EXTENSION vector WITH SCHEMA extensions")
+        conn.execute(sql.SQL("ALTER DATABASE {} SET search_path = public").format(sql.Identifier(name)))
+    store = PostgresStore(database_url, TableNames(), 768, create_tables=True)
+    await store.prepare()
+    try:
+        await store.save_document("規程.md", "md", ["締め日は毎月25日です。"], "replace")
+        (chunk,) = await store.claim("w", 5, 60, ClaimFilter())
+        vector = np.zeros(768, dtype=np.float32)
+        vector[1] = 1.0
+        written = await store.complete("w", "m@768", [Completed(chunk.id, vector, content_hash(chunk.content))])
+        assert written.written == 1
+        (hit,) = await store.search(vector, 3)
+        assert hit.chunk_id == chunk.id and hit.distance == pytest.approx(0.0)
+    finally:
+        await store.aclose()
+    column = await fetch_all(
+        database_url,
+        "SELECT format_type(atttypid, atttypmod), atttypid::regtype::text FROM pg_attribute "
+        "WHERE attrelid = 'public.chunks'::regclass AND attname = 'embedding'",
+    )
+    assert column == [("extensions.vector(768)", "extensions.vector")]
 
 
 async def test_the_pending_trigger_fires_for_a_host_role_that_may_not_call_the_queue(

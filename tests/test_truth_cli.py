@@ -187,3 +187,37 @@ async def test_a_queue_column_of_an_incompatible_type_is_refused_at_start_with_t
     assert result.returncode == 2
     assert "embedding_error is character varying(10)" in result.stderr
     assert "ALTER TABLE public.chunks ALTER COLUMN embedding_error TYPE text" in result.stderr
+
+
+# --- the log file and usage errors ------------------------------------------------------------------
+
+
+async def test_a_log_file_that_cannot_be_written_is_a_settings_error_naming_it(
+    database_url: str, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be", encoding="utf-8")
+    result = run_cli({**base_env, "EMBEDDING_LOG_FILE": str(blocker / "run.log")}, "--status")
+    assert result.returncode == 2
+    assert "EMBEDDING_LOG_FILE" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_usage_error_goes_to_the_log_file_named_in_dotenv(
+    database_url: str, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    log_file = tmp_path / "from-dotenv.log"
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"EMBEDDING_LOG_FILE={log_file}\n", encoding="utf-8")
+    env = {k: v for k, v in base_env.items() if k != "EMBEDDING_LOG_FILE"}
+    result = run_cli({**env, "BATCH_EMBEDDING_DOTENV": str(dotenv)}, "--limit", "many")
+    assert result.returncode == 2
+    assert "--limit" in result.stderr
+    assert "使い方のエラー" in log_file.read_text(encoding="utf-8")
+
+
+async def test_loading_samples_from_a_missing_folder_is_a_usage_error(
+    database_url: str, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_cli(base_env, str(tmp_path / "nowhere"), script="load_samples.py")
+    assert result.returncode == 2, result.stderr
+    assert "is not a folder" in result.stderr and "Traceback" not in result.stderr

@@ -86,6 +86,26 @@ async def test_with_the_token_every_route_answers_and_health_needs_none(app: tup
         assert (await client.delete(f"/knowledge/documents/{doc_id}")).status_code == 200
 
 
+async def test_no_answer_is_a_redirect_built_from_a_hostile_host_header(app: tuple[FastAPI, Settings]) -> None:
+    # Review 1, F17: "/knowledge/documents/" was a 307 to http://evil.example/knowledge/documents, unauthenticated.
+    for token in (None, API_TOKEN):
+        headers = {"Host": "evil.example"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        async with client_for(app[0], headers) as client:
+            for method, path in [*ROUTES, ("GET", "/health")]:
+                route, _, query = path.partition("?")
+                for target in (f"{route}/" + (f"?{query}" if query else ""), f"/{path}", path):
+                    files = {"file": ("a.txt", "本文です。".encode())} if method == "POST" else None
+                    response = await client.request(method, target, files=files)
+                    assert not response.is_redirect and "location" not in response.headers, (token, method, target)
+                    assert "evil.example" not in response.text
+                    if target != path:  # paths are exact: a trailing slash or a doubled one names nothing
+                        assert response.status_code == 404, (token, method, target, response.status_code)
+                    elif token is None and path != "/health":
+                        assert response.status_code == 401
+                    else:
+                        assert response.status_code in (200, 202, 404), (method, target, response.text)
+
+
 async def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(
     app: tuple[FastAPI, Settings], database_url: str
 ) -> None:

@@ -22,6 +22,7 @@ from tests.hostile_files import (
     DOCUMENT_TAIL,
     deflated_entry,
     docx_package,
+    many_entry_docx,
     many_page_pdf,
     write_zip,
     zip_bomb_docx,
@@ -96,6 +97,19 @@ async def test_a_small_docx_of_huge_text_stops_at_the_character_limit(
     heavy = zip_bomb_docx(60_000_000)
     assert len(heavy) < 700_000
     _, seconds, peak = await refused(app_settings(), "heavy.docx", heavy, 413, "UPLOAD_MAX_CHARS", database_url)
+    assert seconds < 10
+    assert peak is not None and peak < WORKER_MEMORY_CEILING
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+@pytest.mark.parametrize("declared", [None, 1])
+async def test_a_docx_whose_directory_holds_thousands_of_entries_is_refused_whatever_its_end_record_says(
+    app_settings: Callable[..., Settings], database_url: str, zip64: bool, declared: int | None
+) -> None:
+    # Review 1, F14: the end record's count was trusted; zipfile reads the whole directory regardless.
+    many = many_entry_docx(20_000, declared_entries=declared, zip64=zip64)
+    detail, seconds, peak = await refused(app_settings(), "many.docx", many, 422, None, database_url)
+    assert "more than 5,000 entries" in detail
     assert seconds < 10
     assert peak is not None and peak < WORKER_MEMORY_CEILING
 

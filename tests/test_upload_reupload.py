@@ -6,8 +6,9 @@ a degenerate query vector. Through the PostgreSQL store (the app) and the Supaba
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -101,6 +102,25 @@ async def test_an_edit_replaces_the_document_keeping_unchanged_chunks_and_their_
             assert row[0] not in {r[0] for r in before.values()} and row[4] is None
     progress = (await client.get(f"/knowledge/documents/{doc_id}/progress")).json()
     assert (progress["total"], progress["embedded"], progress["pending"]) == (4, 2, 2)
+
+
+@pytest.mark.parametrize("first_form", ["NFC", "NFD"])
+async def test_one_name_from_macos_and_windows_is_one_document(
+    app: tuple[httpx.AsyncClient, KnowledgeService], database_url: str, first_form: str
+) -> None:
+    # Review 1, F11: macOS sends "ガ" as "カ" + U+3099 (NFD), Windows as one character (NFC).
+    name = "ガイド_テスト.txt"
+    forms: list[Literal["NFC", "NFD"]] = ["NFC", "NFD"] if first_form == "NFC" else ["NFD", "NFC"]
+    first, second = (unicodedata.normalize(form, name) for form in forms)
+    assert first != second
+    created = await upload(client := app[0], first, document(PARAGRAPHS))
+    assert created.status_code == 202 and created.json()["name"] == name
+    again = await upload(client, second, document(PARAGRAPHS))
+    assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
+    edited = await upload(client, second, document(PARAGRAPHS[:2]))
+    assert edited.json()["outcome"] == "replaced" and edited.json()["doc_id"] == created.json()["doc_id"]
+    assert [d["name"] for d in (await client.get("/knowledge/documents")).json()] == [name]
+    assert await fetch_all(database_url, "SELECT name FROM document_sources") == [(name,)]  # stored in NFC
 
 
 async def test_mode_new_keeps_both(app: tuple[httpx.AsyncClient, KnowledgeService]) -> None:
@@ -221,3 +241,21 @@ async def test_the_supabase_store_saves_by_name_and_searches_each_text_once(
         )
     finally:
         await store.aclose()
+
+
+async def test_a_search_whose_upstream_error_quotes_the_key_answers_without_it(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    await create_tables(database_url)
+    config = SimulatorConfig(echo_key_rate=1.0, echo_key_style="request")
+    async with GeminiSimulator(config) as simulator:
+        settings = make_settings(
+            KNOWLEDGE_API_TOKEN=API_TOKEN,
+            EMBEDDING_PROVIDER="gemini",
+            GOOGLE_API_KEY=TEST_API_KEY,
+            GOOGLE_GEMINI_BASE_URL=simulator.base_url,
+        )
+        async with running_app(settings) as (client, _):
+            response = await client.get("/knowledge/search", params={"q": "締め日"})
+    assert response.status_code == 502
+    assert "invalid argument" in response.text and TEST_API_KEY not in response.text and "***" in response.text

@@ -8,11 +8,13 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from modules.cli.logging_setup import configure_logging, log_exception_to_file, log_to_file_only
 from modules.errors import (
     ApiUnavailableError,
     BatchEmbeddingError,
+    DatabaseLostError,
     ModelMismatchError,
     ProviderConfigError,
     RunAborted,
@@ -31,12 +33,16 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES_HELP = (
     "Exit codes: 0 nothing in scope left failed or pending (--limit's leftovers aside); 1 chunks in scope are "
     "failed (earlier runs' too: retry with --retry-only) or left pending; 2 usage, settings or environment "
-    "error, nothing attempted; 3 the embedding API could not be used (outage, quota, key), every chunk released "
-    "untouched, try again later; 130 interrupted. --watch: 0 when stopped by SIGTERM, 130 by Ctrl-C, 2 for errors "
-    "waiting can't fix."
+    "error, nothing attempted; 3 the embedding API (outage, quota, key) or, once the run began, the database "
+    "could not be used: nothing charged, try again later; 130 interrupted. --watch: 0 when stopped by SIGTERM, "
+    "130 by Ctrl-C, 2 for errors waiting can't fix."
 )
 
 log = get_logger(__name__)
+
+
+class UsageError(Exception):
+    """A command was asked for something it can't do (exit 2): one line says what."""
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +52,22 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
-    """Parsed arguments, or the exit code when there is nothing to run (--help: 0, usage error: 2)."""
+    """Parsed arguments, or the exit code when there is nothing to run (--help: 0, usage error: 2).
+    A usage error is printed as argparse prints it, and goes to the log file too."""
+    complain = parser.error
+
+    def error(message: str) -> NoReturn:
+        log_to_file_only(f"❌ 使い方のエラー: {parser.prog}: {message}", [])
+        complain(message)
+
+    parser.error = error  # type: ignore[method-assign]
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
     if getattr(args, "doc_id", None) is not None and not args.doc_id.strip():
         parser.print_usage(sys.stderr)
-        print("❌ --doc-id must not be empty", file=sys.stderr)
+        fail("--doc-id must not be empty", [])
         return EXIT_USAGE
     return args
 
@@ -91,12 +105,20 @@ def run_main(body: Callable[[], Awaitable[int]], secrets: Callable[[], list[str]
     except SettingsError as exc:
         fail(f"設定エラー: {exc}", [])
         return EXIT_USAGE
+    except UsageError as exc:
+        fail(f"使い方のエラー: {exc}", secrets())
+        return EXIT_USAGE
     except UnknownDocumentError as exc:
         fail(f"ドキュメントが見つかりません: {exc.doc_id!r} (--status --by-document で一覧を確認できます)", secrets())
         return EXIT_USAGE
     except (ProviderConfigError, SchemaMismatchError, ModelMismatchError) as exc:
         fail(f"設定エラー: {exc}", secrets())
         return EXIT_USAGE
+    except DatabaseLostError as exc:
+        fail(
+            f"データベースに接続できなくなったため中断しました: {exc} | 再実行の目安: {exc.retry_hint}", secrets(), "🛑"
+        )
+        return EXIT_API_UNAVAILABLE
     except ApiUnavailableError as exc:
         fail(f"埋め込みAPIを利用できないため中断しました: {exc} | 再実行の目安: {exc.retry_hint}", secrets(), "🛑")
         return EXIT_API_UNAVAILABLE

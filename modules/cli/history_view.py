@@ -8,7 +8,7 @@ from modules.stores.ops_base import HistoryRow
 
 _KINDS = {"run": "実行", "watch": "監視"}
 _SCOPES = {"pending": "未処理", "failed": "失敗の再処理", "watch": "監視"}
-_OUTCOMES = {"ok": "✅", "failed": "⚠️", "api_unavailable": "🛑", "stopped": "⏹️", "error": "❌"}
+_OUTCOMES = {"ok": "✅", "failed": "⚠️", "api_unavailable": "🛑", "database_lost": "🗄️", "stopped": "⏹️", "error": "❌"}
 
 
 def history_dicts(rows: list[HistoryRow]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from modules.logs import ROOT_LOGGER, scrub
+from modules.settings import SettingsError
 
 log = logging.getLogger(ROOT_LOGGER)
 
@@ -47,10 +48,15 @@ def configure_logging(log_file: Path | None, secrets: list[str], *, level: int =
     formatter = logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(
-            logging.handlers.RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
-        )
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(
+                logging.handlers.RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+            )
+        except OSError as exc:
+            raise SettingsError(
+                "EMBEDDING_LOG_FILE", f"can't write the log file {str(log_file)!r}: {exc.strerror or exc}"
+            ) from None
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(secret_filter)
@@ -101,6 +107,16 @@ def log_to_file_only(line: str, secrets: list[str]) -> None:
 
 
 def _default_log_file() -> Path:
+    """Where a line goes before the settings could be read: EMBEDDING_LOG_FILE from the environment or
+    .env if it is there, else ./batch_embedding.log."""
     import os
 
-    return Path(os.environ.get("EMBEDDING_LOG_FILE") or "batch_embedding.log")
+    from dotenv import dotenv_values
+
+    from modules.settings import dotenv_path
+
+    named = os.environ.get("EMBEDDING_LOG_FILE")
+    if not named:
+        path = dotenv_path()
+        named = (dotenv_values(path).get("EMBEDDING_LOG_FILE") if path.exists() else None) or None
+    return Path(named or "batch_embedding.log")

@@ -23,9 +23,10 @@ from modules.cli.progress import show_progress
 from modules.cli.status_view import format_status, status_dict
 from modules.engine.stats import RunStats
 from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
-from modules.logs import get_logger
+from modules.logs import get_logger, scrub
 from modules.settings import Settings
 from modules.stores import open_store, store_kind
+from modules.stores.base import ErrorGroup
 from modules.stores.migrations import latest_version
 from modules.stores.ops_base import operations_store
 
@@ -162,23 +163,30 @@ async def run(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> R
 async def alerts_after_run(generator: BatchEmbeddingGenerator, settings: Settings) -> None:
     """With ALERT_WEBHOOK_URL, a plain run (cron's) evaluates the alert rules once at its end; it never fails
     the run (modules/ops/alerts.py)."""
-    if settings.alert_webhook_url is None:
-        return
+    if settings.alert_webhook_url is None or generator.stats.database_lost:
+        return  # (with the database gone there is nothing to read the rules from)
     from modules.ops.alerts import alert_monitor
 
     await alert_monitor(operations_store(generator.store), settings).evaluate_safely()
 
 
 async def report(generator: BatchEmbeddingGenerator, args: argparse.Namespace, stats: RunStats) -> None:
-    status = await generator.store.status(
-        args.doc_id,
-        model_id=generator.embedder.model_id,
-        dead_owners=await generator.dead_owners(),
-        retry=generator.retry_rule,
-    )
+    """The run and the status after it; with the database lost, the run alone ("status": null)."""
+    try:
+        status = await generator.store.status(
+            args.doc_id,
+            model_id=generator.embedder.model_id,
+            dead_owners=await generator.dead_owners(),
+            retry=generator.retry_rule,
+        )
+    except StoreError:
+        if not stats.database_lost:
+            raise
+        status = None
     if args.json:
-        print(json.dumps({"run": stats.as_dict(), "status": status_dict(status)}, ensure_ascii=False))
-    else:
+        shown = status_dict(status) if status is not None else None
+        print(json.dumps({"run": stats.as_dict(), "status": shown}, ensure_ascii=False))
+    elif status is not None:
         print(format_status(status))
 
 
@@ -193,7 +201,12 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
         retry=generator.retry_rule,
     )
     documents = await store.status_by_document() if args.by_document else None
-    errors = await store.recent_errors() if args.errors else None
+    secrets = generator.settings.secrets()
+    errors = (
+        [ErrorGroup(scrub(e.error, secrets), e.chunks, e.last_seen) for e in await store.recent_errors()]
+        if args.errors
+        else None
+    )  # rows stored by an older version may quote a secret: never show it
     cache = await store.cache_stats()
     history = await operations_store(store).runs_recent(args.history) if args.history is not None else None
     if args.json:

@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="only report what would be done: no chunk is changed, no API call"
+        "--dry-run",
+        action="store_true",
+        help="only report what would be done: no chunk is changed, no API call; exit 0 if nothing needs repair, "
+        "1 if something does",
     )
     parser.add_argument("--doc-id", metavar="ID", help="only this document's chunks")
     parser.add_argument(
@@ -78,7 +81,7 @@ def format_row(row: RepairRow) -> str:
     return (
         f"  {row.name or row.doc_id} [{row.doc_id}]: 未埋め込み {row.missing} (うち失敗 {row.failed})"
         f" | 期限切れリース {row.expired_leases} | モデル違い {row.wrong_model} | 次元違い {row.wrong_dimension}"
-        f" | 異常なベクトル {row.degenerate}"
+        f" | 異常なベクトル {row.degenerate} | 本文変更 {row.stale}"
     )
 
 
@@ -96,12 +99,15 @@ def format_outcome(outcome: RepairOutcome) -> str:
         lines.append(
             f"  合計: 未埋め込み {t.missing} (うち失敗 {t.failed}) | 期限切れリース {t.expired_leases}"
             f" | モデル違い {t.wrong_model} | 次元違い {t.wrong_dimension} | 異常なベクトル {t.degenerate}"
+            f" | 本文変更 {t.stale}"
         )
     lines.append("")
     if outcome.dry_run:
         lines.append("🧪 ドライラン: 何も変更していません。実行すると次の処理を行います")
         lines.append(f"  🔓 期限切れリースの解放: {plan.would_release}件")
-        lines.append(f"  ♻️ 再埋め込みのためのリセット: {plan.would_reset}件 (モデル違い・次元違い・異常なベクトル)")
+        lines.append(
+            f"  ♻️ 再埋め込みのためのリセット: {plan.would_reset}件 (モデル違い・次元違い・異常なベクトル・本文変更)"
+        )
         lines.append(f"  🧠 バッチ埋め込み: {plan.would_embed}件")
         if t.failed:
             lines.append(
@@ -113,7 +119,7 @@ def format_outcome(outcome: RepairOutcome) -> str:
             lines.append(f"🔓 期限切れリースを解放: {applied.released_leases}件")
             lines.append(
                 f"♻️ リセット: {applied.reset}件 (モデル違い {applied.wrong_model}, 次元違い {applied.wrong_dimension},"
-                f" 異常なベクトル {applied.degenerate})"
+                f" 異常なベクトル {applied.degenerate}, 本文変更 {applied.stale})"
             )
         if outcome.run is not None:
             run = outcome.run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modules.cli.common import EXIT_OK, add_logging_options, run_main, safe_secrets, setup
+from modules.cli.common import EXIT_OK, UsageError, add_logging_options, parse_args, run_main, safe_secrets, setup
 from modules.knowledge.ingest import TEXT_TYPES, ingest_file, knowledge_store
 from modules.logs import get_logger
 from modules.stores import open_store
@@ -19,10 +19,14 @@ def main(argv: list[str] | None = None) -> int:
         "folder", nargs="?", type=Path, default=Path("samples"), help="folder of .txt/.md files (default: ./samples)"
     )
     add_logging_options(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
 
     async def body() -> int:
         settings = setup(args)
+        if not args.folder.is_dir():
+            raise UsageError(f"{args.folder} is not a folder (give a folder of .txt / .md files)")
         store, _ = await open_store(settings)
         try:
             knowledge = knowledge_store(store)

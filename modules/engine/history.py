@@ -13,6 +13,7 @@ from modules.engine.stats import RunStats
 from modules.errors import (
     ApiUnavailableError,
     BatchEmbeddingError,
+    DatabaseLostError,
     ModelMismatchError,
     ProviderConfigError,
     RunAborted,
@@ -36,7 +37,7 @@ class RunReport:
     limit: int | None
     seconds: float
     stats: RunStats
-    outcome: str  # ok, failed, api_unavailable, stopped, error
+    outcome: str  # ok, failed, api_unavailable, database_lost, stopped, error
     exit_code: int
     model: str | None
 
@@ -57,6 +58,8 @@ def ending(stats: RunStats, error: BaseException | None) -> tuple[str, int]:
     """(outcome, exit code) of a run that returned `stats` or raised `error`, as the CLI ends it."""
     if error is None:
         return stats.outcome, EXIT_OK if stats.ok else EXIT_FAILED
+    if isinstance(error, DatabaseLostError):
+        return "database_lost", EXIT_API_UNAVAILABLE
     if isinstance(error, ApiUnavailableError):
         return "api_unavailable", EXIT_API_UNAVAILABLE
     if isinstance(error, (UnknownDocumentError, ProviderConfigError, ModelMismatchError, StoreError)):

@@ -34,6 +34,7 @@ class RepairTotals:
     wrong_model: int = 0
     wrong_dimension: int = 0
     degenerate: int = 0
+    stale: int = 0
     failed: int = 0
     to_reset: int = 0
 
@@ -45,6 +46,7 @@ class RepairTotals:
             wrong_model=sum(r.wrong_model for r in rows),
             wrong_dimension=sum(r.wrong_dimension for r in rows),
             degenerate=sum(r.degenerate for r in rows),
+            stale=sum(r.stale for r in rows),
             failed=sum(r.failed for r in rows),
             to_reset=sum(r.to_reset for r in rows),
         )
@@ -96,6 +98,9 @@ class RepairOutcome:
 
     @property
     def ok(self) -> bool:
+        """A repair: its run left nothing failed or pending in scope. A dry run: nothing to repair."""
+        if self.dry_run:
+            return not self.plan.rows
         return self.run is None or self.run.ok
 
 
@@ -135,11 +140,13 @@ async def repair(
         log.info("🔓 期限切れ・停止したワーカーのリースを解放しました: %d件", applied.released_leases)
     if applied.reset:
         log.info(
-            "♻️ 再埋め込みのためにベクトルをリセットしました: %d件 (モデル違い %d, 次元違い %d, 異常なベクトル %d)",
+            "♻️ 再埋め込みのためにベクトルをリセットしました: %d件"
+            " (モデル違い %d, 次元違い %d, 異常なベクトル %d, 本文変更 %d)",
             applied.reset,
             applied.wrong_model,
             applied.wrong_dimension,
             applied.degenerate,
+            applied.stale,
         )
     if applied.reset < plan.totals.to_reset:
         log.warning("⚠️ --limit のため %d件のリセットは次回に持ち越します", max(0, plan.totals.to_reset - applied.reset))
@@ -165,7 +172,7 @@ def log_plan(plan: RepairPlan) -> None:
     log.info("🔧 埋め込み修復: %s (モデル: %s, 次元: %d)", scope, plan.model_id, plan.dimensions)
     log.info(
         "📊 修復対象: %dドキュメント | 未埋め込み %d (うち失敗 %d) | 期限切れリース %d | モデル違い %d | 次元違い %d"
-        " | 異常なベクトル %d",
+        " | 異常なベクトル %d | 本文変更 %d",
         len(plan.rows),
         t.missing,
         t.failed,
@@ -173,6 +180,7 @@ def log_plan(plan: RepairPlan) -> None:
         t.wrong_model,
         t.wrong_dimension,
         t.degenerate,
+        t.stale,
     )
     if t.failed:
         log.info(

@@ -14,7 +14,7 @@ from modules.logs import get_logger
 log = get_logger(__name__)
 
 
-Outcome = Literal["ok", "failed", "api_unavailable", "stopped"]
+Outcome = Literal["ok", "failed", "api_unavailable", "database_lost", "stopped"]
 RETRY_COMMAND = "python batch_embedding_processor.py --retry-only"
 
 
@@ -35,7 +35,8 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     aborted: str | None = None  # why the run stopped early, if it did
-    api_unavailable: str | None = None  # when the API could not be used: when to try again
+    api_unavailable: str | None = None  # when the API (or the database) could not be used: when to try again
+    database_lost: bool = False  # the database went away mid-run: results not written are lost, leases expire
     limited: bool = False  # --limit: chunks beyond it are left pending on purpose
     retry_only: bool = False  # --retry-only: pending chunks are not this run's to touch
     scope_failed: int = 0  # at the end: chunks recorded failed in the run's scope (earlier runs' too)
@@ -67,6 +68,8 @@ class RunStats:
 
     @property
     def outcome(self) -> Outcome:
+        if self.database_lost:
+            return "database_lost"
         if self.api_unavailable is not None:
             return "api_unavailable"
         if self.aborted is not None:
@@ -100,6 +103,7 @@ _HEADLINES: dict[Outcome, str] = {
     "ok": "🎉 バッチエンベディング生成完了 - 最終統計",
     "failed": "⚠️ バッチエンベディング生成終了 (失敗または未処理が残っています) - 最終統計",
     "api_unavailable": "🛑 バッチエンベディング生成中断 (埋め込みAPIを利用できません) - 最終統計",
+    "database_lost": "🛑 バッチエンベディング生成中断 (データベースに接続できません) - 最終統計",
     "stopped": "🛑 バッチエンベディング生成中断 - 最終統計",
 }
 
@@ -113,7 +117,10 @@ def log_final_statistics(stats: RunStats) -> None:
     if stats.skipped:
         log.info("⏭️ スキップ (他のワーカーが処理): %d", stats.skipped)
     log.info("🔁 リトライ: %d回 (レート制限 429: %d回)", stats.retries, stats.rate_limited)
-    log.info("📈 成功率: %.1f%%", stats.success_rate)
+    if stats.embedded + stats.failed + stats.scope_failed:
+        log.info("📈 成功率: %.1f%%", stats.success_rate)
+    else:
+        log.info("📈 成功率: - (処理したチャンクはありません)")
     log.info("⏱️ 処理時間: %.1f秒 | ⚡ 処理速度: %.1f チャンク/秒", stats.elapsed, stats.chunks_per_second)
     log.info("🌐 API呼び出し: %d回 | 送信トークン (推定): %d", stats.api_calls, stats.tokens_sent)
     if stats.cache_hits:
@@ -124,9 +131,17 @@ def log_final_statistics(stats: RunStats) -> None:
         )
     elif stats.failed:
         log.warning("💡 失敗したチャンク %d件の再処理: %s", stats.failed, RETRY_COMMAND)
-    if stats.scope_pending and not (stats.limited or stats.retry_only) and stats.outcome != "api_unavailable":
+    if (
+        stats.scope_pending
+        and not (stats.limited or stats.retry_only)
+        and stats.outcome not in ("api_unavailable", "database_lost")
+    ):
         log.warning("⏳ 未処理のまま残ったチャンク: %d件", stats.scope_pending)
-    if stats.api_unavailable is not None:
+    if stats.database_lost:
+        log.error("🛑 データベースに接続できなくなったため中断しました: %s", stats.aborted)
+        log.error("↩️ 書き込めなかったチャンクは失敗として記録していません (リースが切れれば次の実行で再処理されます)")
+        log.error("⏰ 再実行の目安: %s", stats.api_unavailable)
+    elif stats.api_unavailable is not None:
         log.error("🛑 埋め込みAPIを利用できないため中断しました: %s", stats.aborted)
         log.error("↩️ 処理中だったチャンクは未処理に戻しました (失敗としては記録していません)")
         log.error("⏰ 再実行の目安: %s", stats.api_unavailable)

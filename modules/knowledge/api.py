@@ -71,6 +71,12 @@ def _service(request: Request) -> KnowledgeService:
 Service = Annotated[KnowledgeService, Depends(_service)]
 
 
+def _storable(doc_id: str) -> bool:
+    """Whether the database could hold this id at all: PostgreSQL's text refuses NUL (the driver raises
+    before the query is sent), so an id with one names no document (404, not a 500)."""
+    return "\x00" not in doc_id
+
+
 def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency) -> APIRouter:
     """The /knowledge routes, each behind the host's authentication dependency for its action:
     `read` (list, progress, search), `upload`, and `delete`. A dependency refuses a request by raising
@@ -121,9 +127,13 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
         except AmbiguousNameError as exc:
             raise HTTPException(409, str(exc)) from None
         auto = settings.auto_generate
+        other_model = 0 if result.added == 0 or settings.allow_model_mix else await service.other_model_vectors()
         if result.added == 0:
             response.status_code = 200
             embedding = "nothing new to embed"
+        elif other_model:  # the run would refuse to add vectors to a column of another model's
+            embedding = f"refused: the new chunks wait, not embedded: {service.other_model_reason(other_model)}"
+            log.warning("⚠️ 別モデルのベクトルがあるため、%s の新しいチャンクは埋め込みません", name)
         elif auto:
             service.schedule_embedding(result.doc_id, result.added)
             embedding = "scheduled"
@@ -157,13 +167,13 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
 
     @router.get("/documents/{doc_id}/progress", dependencies=[Depends(read)])
     async def progress(service: Service, doc_id: str) -> dict[str, Any]:
-        if not await service.generator.store.document_exists(doc_id):
+        if not _storable(doc_id) or not await service.generator.store.document_exists(doc_id):
             raise HTTPException(404, f"document {doc_id!r} was not found")
         return {"doc_id": doc_id, **status_dict(await service.generator.store.status(doc_id))}
 
     @router.delete("/documents/{doc_id}", dependencies=[Depends(delete)])
     async def delete_document(service: Service, doc_id: str) -> dict[str, Any]:
-        removed = await service.knowledge.delete_document(doc_id)
+        removed = await service.knowledge.delete_document(doc_id) if _storable(doc_id) else None
         if removed is None:
             raise HTTPException(404, f"document {doc_id!r} was not found")
         return {"doc_id": doc_id, "deleted_chunks": removed}
@@ -174,6 +184,15 @@ def knowledge_router(*, read: Dependency, upload: Dependency, delete: Dependency
         q: Annotated[str, Query(min_length=1, max_length=2000)],
         k: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> dict[str, Any]:
+        other_model = await service.other_model_vectors()
+        if other_model:
+            raise HTTPException(
+                409,
+                f"検索できません: ベクトル列に設定のモデル ({service.generator.embedder.model_id}) 以外で作られた"
+                f"ベクトルが {other_model:,}件あり、質問のベクトルと比べられません。python fix_missing_embeddings.py "
+                "で設定のモデルに揃えて再埋め込みするか、EMBEDDING_MODEL をそのベクトルを作ったモデルにしてください"
+                f" / search refused: {service.other_model_reason(other_model)}",
+            )
         try:
             query = await service.generator.embedder.embed_query(q)
         except BatchEmbeddingError as exc:
@@ -218,7 +237,8 @@ async def knowledge_lifespan(app: FastAPI, settings: Settings | None = None) -> 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The standalone app: a face, so it (and only it) sets up logging, as the CLI does. Every route
     but GET /health needs `Authorization: Bearer <KNOWLEDGE_API_TOKEN>`, /docs and /openapi.json too;
-    without the setting it refuses to start (SettingsError naming it)."""
+    without the setting it refuses to start (SettingsError naming it). Paths are exact: no redirect
+    for a trailing slash (nothing the app answers is built from the Host header)."""
     own = settings or load_settings()
     if own.knowledge_api_token is None:
         raise SettingsError(
@@ -236,8 +256,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with knowledge_lifespan(app, own):
             yield
 
+    # redirect_slashes=False: Starlette would answer "/knowledge/documents/" with a 307 to a Location built
+    # from the request's Host header, before authentication; a path with a trailing slash is a 404.
     app = FastAPI(
-        title="Batch embedding knowledge API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="Batch embedding knowledge API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
     )
     app.include_router(knowledge_router(read=auth, upload=auth, delete=auth))
     # /dashboard (a sign-in form for browsers, a session cookie) and /metrics (the bearer token, or that cookie)

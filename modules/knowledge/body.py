@@ -6,6 +6,7 @@ dependency, so an unauthenticated body is never read at all."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
@@ -26,8 +27,10 @@ def _too_large(limit: int) -> HTTPException:
 
 def clean_filename(raw: str | None) -> str:
     """The file's own name: no folders (some browsers send a whole Windows path), no control characters,
-    nothing PostgreSQL's text can't hold (a lone surrogate becomes '?')."""
+    nothing PostgreSQL's text can't hold (a lone surrogate becomes '?'), in NFC: macOS sends "ガ" as
+    "カ" + U+3099 (NFD), Windows as one character, and a document is known by its name."""
     name = (raw or "").encode("utf-8", "replace").decode("utf-8")
+    name = unicodedata.normalize("NFC", name)
     name = _UNSAFE_NAME.sub("", name).replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name[:255] or "upload"
 

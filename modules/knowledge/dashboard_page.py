@@ -22,6 +22,7 @@ _OUTCOMES = {
     "ok": "✅ 成功",
     "failed": "⚠️ 失敗あり",
     "api_unavailable": "🛑 API利用不可",
+    "database_lost": "🗄️ DB切断",
     "stopped": "⏹️ 停止",
     "error": "❌ エラー",
     "lost": "💀 消失",

@@ -1,7 +1,9 @@
 """The text of a .docx, read as if it were hostile: a .docx is a zip of XML parts, and a small file
 can decompress to gigabytes (a zip bomb) or hold XML built to exhaust a parser.
 
-- The zip's directory may list at most a few thousand entries (a .docx has a few dozen).
+- The zip's central directory may hold at most a few thousand entries (a .docx has a few dozen),
+  counted header by header where zipfile will read them, before zipfile reads any (the count the
+  end record declares is not trusted).
 - Only the parts needed are decompressed: `_rels/.rels`, to find the main document part, and that
   part. Before a part is read its declared size is checked against what is left of `max_bytes`;
   while it is read, the bytes that actually come out are counted, and reading stops the moment the
@@ -32,6 +34,12 @@ MAX_ZIP_ENTRIES = 5_000
 _READ_SIZE = 64 * 1024
 _EOCD = b"PK\x05\x06"
 _EOCD_SIZE = 22
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_LOCATOR_SIZE = 20
+_ZIP64_EOCD = b"PK\x06\x06"
+_ZIP64_EOCD_SIZE = 56
+_CD_SIGNATURE = b"PK\x01\x02"
+_CD_HEADER_SIZE = 46
 _MAIN_RELATIONSHIP = "/officeDocument"  # transitional and strict OOXML both end the type with this
 _DEFAULT_MAIN_PART = "word/document.xml"
 _RUN_TEXT = {"tab": "\t", "ptab": "\t", "br": "\n", "cr": "\n", "noBreakHyphen": "-"}
@@ -93,16 +101,43 @@ def docx_text(filename: str, data: bytes, *, max_bytes: int, max_chars: int) -> 
 
 
 def _check_entry_count(filename: str, data: bytes) -> None:
-    """Refuse a zip whose directory lists thousands of entries before zipfile builds one object per entry."""
-    end = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - 65_535))
-    if end < 0 or end + _EOCD_SIZE > len(data):
-        return  # not a zip: zipfile says so with its own reason
-    entries = struct.unpack_from("<H", data, end + 10)[0]
-    if entries > MAX_ZIP_ENTRIES:
-        raise UnreadableDocumentError(
-            f"{filename}: not a readable .docx (its zip lists {entries:,} entries; a Word file has a few dozen, "
-            f"at most {MAX_ZIP_ENTRIES:,} are read)"
-        )
+    """Refuse a zip whose central directory holds thousands of entries before zipfile builds one object
+    per entry. The entries are counted where zipfile will read them (the directory's declared size,
+    just before the end record), header by header: the count the end record declares is not trusted."""
+    directory = _central_directory(data)
+    if directory is None:
+        return  # not a zip (or a broken one): zipfile says so with its own reason
+    position, end = directory
+    entries = 0
+    while position + _CD_HEADER_SIZE <= end and data.startswith(_CD_SIGNATURE, position):
+        entries += 1
+        if entries > MAX_ZIP_ENTRIES:
+            raise UnreadableDocumentError(
+                f"{filename}: not a readable .docx (its zip's directory holds more than {MAX_ZIP_ENTRIES:,} "
+                "entries; a Word file has a few dozen)"
+            )
+        name, extra, comment = struct.unpack_from("<HHH", data, position + 28)
+        position += _CD_HEADER_SIZE + name + extra + comment
+
+
+def _central_directory(data: bytes) -> tuple[int, int] | None:
+    """Where zipfile will read the central directory: (start, end) offsets in `data`, found as zipfile
+    finds them (the end record, then a Zip64 end record right before its locator)."""
+    if len(data) >= _EOCD_SIZE and data.startswith(_EOCD, len(data) - _EOCD_SIZE):
+        end = len(data) - _EOCD_SIZE
+    else:
+        end = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - 65_535))
+        if end < 0 or end + _EOCD_SIZE > len(data):
+            return None
+    size = struct.unpack_from("<I", data, end + 12)[0]
+    record = end
+    locator = end - _ZIP64_LOCATOR_SIZE
+    zip64 = locator - _ZIP64_EOCD_SIZE  # without both signatures zipfile keeps the classic end record
+    if zip64 >= 0 and data.startswith(_ZIP64_LOCATOR, locator) and data.startswith(_ZIP64_EOCD, zip64):
+        record = zip64
+        size = struct.unpack_from("<Q", data, record + 40)[0]
+    start = record - size
+    return (start, record) if start >= 0 else None
 
 
 def _open(filename: str, archive: zipfile.ZipFile, name: str, budget: _Budget) -> _CountingReader | None:

@@ -1,12 +1,14 @@
 """Turn a file into a stored document with chunks, as an upload does: read, normalize, chunk, save
 in one transaction. The chunks then wait, with no embedding, for the batch embedder.
 
-Saving is by name (`KnowledgeStore.save_document`): the same name with the same chunks is the
-document already there ("unchanged"); the same name with other chunks replaces it in place, keeping
-the unchanged chunks' vectors ("replaced"); `mode="new"` always adds a document ("created")."""
+Saving is by name (`KnowledgeStore.save_document`), compared and stored in Unicode NFC: the same
+name with the same chunks is the document already there ("unchanged"); the same name with other chunks
+replaces it in place, keeping the unchanged chunks' vectors ("replaced"); `mode="new"` always adds a
+document ("created")."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class AmbiguousNameError(ValueError):
 async def ingest_chunks(
     store: KnowledgeStore, name: str, doc_type: str, chunks: list[str], mode: SaveMode = "replace"
 ) -> IngestResult:
+    name = unicodedata.normalize("NFC", name)  # one document per visible name, whatever OS sent it
     saved: SavedDocument = await store.save_document(name, doc_type, chunks, mode)
     if saved.outcome == "ambiguous" or saved.doc_id is None:
         raise AmbiguousNameError(

@@ -5,9 +5,17 @@ runaway one can be killed.
 Each upload gets a fresh `python -m modules.knowledge.worker` (worker.py): a clean process whose
 memory is given back when it ends, that imports only the readers, and that knows nothing of the host
 app (a fork of the host would copy its memory, threads and sockets; multiprocessing would re-import
-its main module) nor its secrets (its environment keeps only what Python needs). Starting one costs
-about 0.2 s. At most `workers` run at once; further uploads wait their turn. The job goes in, and the
-answer comes back, as JSON and bytes: nothing is unpickled. Past `timeout` seconds the process is killed.
+its main module). Starting one costs about 0.2 s. At most `workers` run at once; further uploads wait
+their turn. The job goes in, and the answer comes back, as JSON and bytes: nothing is unpickled. Past
+`timeout` seconds the process is killed.
+
+What a reader exploited by a hostile file finds in the worker, which runs as the app's user:
+- an empty environment: only PYTHONPATH (where `modules` is), none of the app's variables;
+- a working directory of its own, empty (no .env), made for this upload and deleted after it;
+- the app's process closed to it: the service seals the app (sealing.py), so its /proc/<pid>/environ,
+  mem, cwd and fd can't be read by a process of the same user; the worker seals itself too.
+It is not a sandbox: the worker can still do what the app's user can do with files and sockets, e.g.
+read a .env whose path it knows or guesses, or connect to the embedded PostgreSQL's socket.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +38,17 @@ from modules.logs import get_logger
 
 log = get_logger(__name__)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `modules` is importable from
-# What the worker's environment keeps: enough to run Python, none of the app's keys, passwords or tokens
-# (the worker reads hostile files; it has no use for them).
-_INHERITED = frozenset(
-    {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "PYTHONPATH", "VIRTUAL_ENV"}
-)
+
+
+def worker_environment() -> dict[str, str]:
+    """The worker's whole environment: where to import from, nothing of the app's (no keys, passwords,
+    tokens, nor anything else: the worker reads hostile files and needs none of it). The interpreter
+    finds its own packages (a venv's through pyvenv.cfg); Windows needs SYSTEMROOT to start Python."""
+    paths = (_PACKAGE_ROOT, os.environ.get("PYTHONPATH"))
+    env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    if sys.platform == "win32" and "SYSTEMROOT" in os.environ:
+        env["SYSTEMROOT"] = os.environ["SYSTEMROOT"]
+    return env
 
 
 class ExtractionTimeoutError(UnreadableDocumentError):
@@ -80,8 +95,10 @@ class Extractor:
     async def _in_process(self, filename: str, data: bytes, started: float) -> WorkerReport:
         job = {"filename": filename, "limits": asdict(self.limits), "options": asdict(self.options)}
         stdin = json.dumps(job).encode("ascii") + b"\n" + data
-        env = {name: value for name, value in os.environ.items() if name in _INHERITED}  # no secrets
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        with tempfile.TemporaryDirectory(prefix="upload-worker-", ignore_cleanup_errors=True) as scratch:
+            return await self._run_worker(filename, stdin, scratch, started)
+
+    async def _run_worker(self, filename: str, stdin: bytes, scratch: str, started: float) -> WorkerReport:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -89,7 +106,8 @@ class Extractor:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=env,
+            env=worker_environment(),
+            cwd=scratch,
         )
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(stdin), self.timeout)

@@ -18,6 +18,7 @@ from modules.knowledge.chunking import ChunkingOptions
 from modules.knowledge.errors import DocumentTooLargeError, UnreadableDocumentError
 from modules.knowledge.extract import UploadLimits
 from modules.knowledge.prepare import prepare_document
+from modules.knowledge.sealing import seal_process
 
 
 def peak_rss_bytes() -> int:
@@ -53,6 +54,7 @@ def answer(filename: str, data: bytes, limits: UploadLimits, options: ChunkingOp
 
 
 def main() -> int:
+    seal_process()  # it holds an uploader's document: closed to the other workers of the same user
     # This process is ours alone: readers' warnings about a broken file ("EOF marker not found") would be
     # noise on the server's console (the answer says what matters), and stdout carries only the answer.
     logging.getLogger().addHandler(logging.NullHandler())

@@ -15,7 +15,7 @@ from modules.stores.ops_base import OperationsStore, RunRecord, WorkerInfo
 log = get_logger(__name__)
 
 # The worst outcome of a period's runs names the period.
-_SEVERITY = {"ok": 0, "stopped": 1, "failed": 2, "error": 3, "api_unavailable": 4}
+_SEVERITY = {"ok": 0, "stopped": 1, "failed": 2, "error": 3, "database_lost": 4, "api_unavailable": 5}
 
 
 @dataclass

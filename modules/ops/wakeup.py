@@ -1,7 +1,7 @@
 """How an idle watcher learns that there is work: PostgreSQL's LISTEN/NOTIFY, or a timer.
 
 `ListenWakeup` keeps one connection of its own, outside the pool, listening on the chunks table's channel
-(the trigger of schema version 5 notifies it when a chunk becomes pending). When the connection drops it
+(the trigger of schema version 6 notifies it when a chunk becomes pending). When the connection drops it
 reconnects with backoff, and wakes the watcher once it is back, since notifications sent meanwhile are lost.
 A connection that stays silent is pinged every `ping_seconds`, so a half-open one is noticed. `PollWakeup`
 (the Supabase REST path, which has no LISTEN, or a transaction pooler) never wakes early: the watcher's

@@ -26,7 +26,14 @@ from typing import Any, TypeVar
 
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.engine.workers import dead_local_owners
-from modules.errors import ApiUnavailableError, ModelMismatchError, ProviderConfigError, SchemaMismatchError, StoreError
+from modules.errors import (
+    ApiUnavailableError,
+    DatabaseLostError,
+    ModelMismatchError,
+    ProviderConfigError,
+    SchemaMismatchError,
+    StoreError,
+)
 from modules.logs import get_logger
 from modules.ops.period import PeriodRecorder
 from modules.ops.wakeup import Wakeup
@@ -128,6 +135,10 @@ class Watcher:
                     if stats.processed == 0:  # nothing was ours after all (another watcher took it)
                         await _wait(stop, min(self.interval, 1.0))
                     continue
+            except DatabaseLostError as exc:  # the database went away mid-run: as any lost database
+                backoff = _next(backoff, self.interval)
+                log.warning("🗄️ データベースに接続できません。監視は続けます: %s", exc)
+                continue
             except ApiUnavailableError as exc:
                 backoff = _next(backoff, self.interval)
                 log.warning("🛑 埋め込みAPIを利用できません。監視は続けます: %s | 再開の目安: %s", exc, exc.retry_hint)

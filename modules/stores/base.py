@@ -24,7 +24,7 @@ class ClaimMode(StrEnum):
 
 @dataclass(frozen=True)
 class RetryRule:
-    """When a watcher retries a failed chunk by itself (schema version 5, operations.sql): `cooldown_base`
+    """When a watcher retries a failed chunk by itself (schema version 6, operations.sql): `cooldown_base`
     seconds after its first failure, doubling after each, at most `cooldown_max`; once it has failed
     `max_attempts` times it is quarantined (only --retry-only takes it)."""
 
@@ -94,7 +94,7 @@ class QueueStatus:
     in_progress: int
     stale_leases: int
     other_model: int = 0  # embedded by another model than the configured one (inside `embedded`)
-    # Schema version 5 (embq_status_v3), under the RetryRule asked for: cooling_down + quarantined = failed.
+    # Schema version 6 (embq_status_v3), under the RetryRule asked for: cooling_down + quarantined = failed.
     cooling_down: int = 0  # failed fewer than max_attempts times: a watcher retries them after their cooldown
     retry_due: int = 0  # of those, the ones whose cooldown has passed
     quarantined: int = 0  # failed max_attempts times or more: only --retry-only takes them
@@ -150,8 +150,9 @@ class RepairRow:
     wrong_model: int
     wrong_dimension: int
     degenerate: int  # vectors of zero, overflowing or underflowing norm
+    stale: int  # vectors of a text edited since (its hash no longer matches)
     failed: int
-    to_reset: int  # vectors a repair would clear: wrong model, dimension or norm, counted once
+    to_reset: int  # vectors a repair would clear: wrong model, dimension, norm or text, counted once
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ class RepairResult:
     wrong_model: int
     wrong_dimension: int
     degenerate: int
-    reset: int  # vectors cleared (wrong model, dimension or norm, counted once), now pending again
+    stale: int
+    reset: int  # vectors cleared (wrong model, dimension, norm or text, counted once), now pending again
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The operations port (schema version 5): the watcher's probe, the run history, the watchers' heartbeats and
+"""The operations port (schema version 6): the watcher's probe, the run history, the watchers' heartbeats and
 the alerts' state, kept in the database (operations.sql) so that every process, the dashboard and the alert
 rules read one truth. Both stores implement it with the same SQL functions (ops_queries.py)."""
 

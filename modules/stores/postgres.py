@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from pgvector.psycopg import register_vector_async
+from pgvector.psycopg.vector import register_vector_info
 from psycopg.rows import TupleRow, dict_row
+from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -45,11 +46,20 @@ from modules.stores.base import (
 )
 from modules.stores.migrations import upgrade
 from modules.stores.ops_queries import OperationsQueries, queue_status
-from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
+from modules.stores.sql_templates import (
+    EXTENSION_FILE,
+    HOST_TABLES_FILE,
+    SqlContext,
+    named_queries,
+    quote_identifier,
+    read_sql_file,
+    render,
+)
 
 log = get_logger(__name__)
 AConn = psycopg.AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x656D6271  # "embq": serializes concurrent migrations from several workers
+_LOCK_TIMEOUT_SECONDS = 5
 
 
 def transaction_pooler(conninfo: str) -> bool:
@@ -78,6 +88,7 @@ class PostgresStore(OperationsQueries):
         self._pool_size = max(2, pool_size)
         self._create_tables = create_tables  # the embedded database, or --setup
         self._pool: AsyncConnectionPool[AConn] | None = None
+        self._vector_type = "public.vector"  # schema-qualified once the migration has read where pgvector is
         self._queries: dict[str, str] = {}
         self._connect_kwargs: dict[str, Any] = {"connect_timeout": 10}
         if _needs_no_prepare(conninfo):
@@ -95,7 +106,7 @@ class PostgresStore(OperationsQueries):
             min_size=1,
             max_size=self._pool_size,
             open=False,
-            configure=register_vector_async,
+            configure=self._register_vector,
             check=AsyncConnectionPool.check_connection,  # a restarted server's dead sockets are replaced
             reconnect_timeout=60,
             timeout=10,  # wait this long for a connection before a write counts as failed (and is retried)
@@ -105,6 +116,14 @@ class PostgresStore(OperationsQueries):
         except Exception as exc:
             raise StoreUnavailableError(f"could not open a connection pool to PostgreSQL: {_short(exc)}") from None
         return info
+
+    async def _register_vector(self, conn: AConn) -> None:
+        """Teach a new connection pgvector's type by its schema-qualified name: pgvector's own helper
+        looks up a bare 'vector', which fails when its schema is off the connection's search_path."""
+        info = await TypeInfo.fetch(conn, self._vector_type)
+        if info is None:
+            raise StoreError(f"the type {self._vector_type} is not in this database (is pgvector installed?)")
+        register_vector_info(conn, info)
 
     async def _migrate(self) -> ColumnInfo:
         """Bring the queue's schema to the current version, in one transaction under an advisory lock
@@ -119,11 +138,25 @@ class PostgresStore(OperationsQueries):
             try:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                    base = SqlContext(self._tables, self._dimensions)
+                    # An upgrade's ALTER TABLE waits for every open transaction on the table, and every
+                    # reader (the chatbot) queues behind it: give up after a few seconds rather than stall.
+                    await conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_SECONDS}s'")
+                    await conn.execute(render(read_sql_file(EXTENSION_FILE), SqlContext(self._tables, 0)).encode())
+                    vector_schema = await _vector_schema(conn)
+                    self._vector_type = f"{quote_identifier(vector_schema)}.vector"
+                    base = SqlContext(self._tables, self._dimensions, vector_schema=vector_schema)
                     await self._ensure_host_tables(conn, base)
                     info = await _column_info(conn, self._tables)
-                    typed = SqlContext(self._tables, self._dimensions, info.id_type, info.doc_id_type)
+                    typed = SqlContext(
+                        self._tables, self._dimensions, info.id_type, info.doc_id_type, vector_schema=vector_schema
+                    )
                     await upgrade(conn, typed)
+            except psycopg.errors.LockNotAvailable:
+                raise StoreError(
+                    f"the schema upgrade could not lock {self._tables.chunks} within {_LOCK_TIMEOUT_SECONDS} s: "
+                    "a long transaction is using it (see pg_stat_activity). Nothing was changed; run again when "
+                    "it has ended"
+                ) from None
             except psycopg.errors.UndefinedFile as exc:
                 raise StoreError(f"the pgvector extension is not installed on this server: {_short(exc)}") from None
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -409,6 +442,19 @@ class PostgresStore(OperationsQueries):
             )
             for r in rows
         ]
+
+
+async def _vector_schema(conn: AConn) -> str:
+    """The schema pgvector is installed in (the functions name its objects with it)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        "SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'vector'"
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        raise StoreError("the pgvector extension is not installed on this server (CREATE EXTENSION vector)")
+    return str(row["schema"])
 
 
 async def _column_info(conn: AConn, tables: TableNames) -> ColumnInfo:

@@ -18,6 +18,7 @@ from modules.settings import TableNames
 # then these function files, rendered with the id types read from the live table. Older databases are
 # upgraded by sql/migrations/ instead (modules/stores/migrations.py). host_tables.sql creates the host's
 # own tables, only where that is allowed (the embedded database, or the explicit --setup).
+EXTENSION_FILE = "extension.sql"
 HOST_TABLES_FILE = "host_tables.sql"
 SCHEMA_FILE = "schema.sql"
 FUNCTION_FILES = (  # grants.sql covers all
@@ -55,6 +56,7 @@ class SqlContext:
     dimensions: int
     id_type: str = "text"
     doc_id_type: str = "text"
+    vector_schema: str = "public"  # where pgvector is installed (read from the database before rendering)
 
     def values(self) -> dict[str, str]:
         t = self.tables
@@ -62,10 +64,16 @@ class SqlContext:
         index_base = t.chunks[:40]
         return {
             "schema": schema,
-            "search_path": search_path(t.schema),
+            "search_path": SEARCH_PATH,
             # Versions 1 to 3 ran their functions with this one; migrations 0002 and 0003 keep it so that their
-            # released Supabase files render unchanged, and migration 0004 replaces it on every function.
+            # released Supabase files render unchanged.
             "search_path_v1": f"{schema}, extensions, public" if t.schema != "public" else "public, extensions",
+            # Version 4 set this one on every function; migration 0004 keeps it (a migration is frozen).
+            "search_path_v4": "pg_catalog, extensions, "
+            + ("public" if t.schema == "public" else f"{schema}, public")
+            + ", pg_temp",
+            "vector_schema": quote_identifier(self.vector_schema),
+            "vector": f"{quote_identifier(self.vector_schema)}.vector",
             "chunks": f"{schema}.{quote_identifier(t.chunks)}",
             "chunks_regclass": f"{schema}.{quote_identifier(t.chunks)}",
             "documents": f"{schema}.{quote_identifier(t.documents)}",
@@ -90,23 +98,21 @@ class SqlContext:
 
 
 def notify_channel(tables: TableNames) -> str:
-    """The LISTEN/NOTIFY channel the chunks table's trigger announces new pending chunks on (schema version 5):
+    """The LISTEN/NOTIFY channel the chunks table's trigger announces new pending chunks on (schema version 6):
     one per chunks table, a plain identifier, so a watcher of another table is not woken."""
     channel = f"{tables.chunks[:40]}_embq_pending"
     quote_identifier(channel)  # validated like every templated name
     return channel
 
 
-def search_path(schema: str) -> str:
-    """The search_path every queue function runs with: pg_catalog first, then where pgvector lives on
-    Supabase (`extensions`), then the queue's schema, then public (where pgvector lives on a plain
-    PostgreSQL), and pg_temp last. Tables are always named with their schema; the path only finds
-    pgvector's type, functions and operators (vector, vector_dims, <=>). Public never comes before
-    `extensions`, so a role that may create objects in public cannot plant a `public.vector_dims` (or a
-    `<=>`) that shadows pgvector's and runs with the caller's rights; nor can anyone through pg_temp."""
-    quoted = quote_identifier(schema)
-    middle = "public" if schema == "public" else f"{quoted}, public"
-    return f"pg_catalog, extensions, {middle}, pg_temp"
+# The search_path every queue function runs with: pg_catalog (which no ordinary role can create objects in)
+# and pg_temp, last, where PostgreSQL never looks for functions or operators. Nothing writable by others
+# is on it: PostgreSQL picks a better-matching overload from anywhere on the path (a planted
+# public.make_interval(integer) beats pg_catalog's make_interval(double precision) for an integer), so
+# no schema a role might create objects in may be there. Tables are always named with their schema, and
+# pgvector's type, functions and operators with the schema it is installed in ({{vector}},
+# {{vector_schema}}.vector_dims, OPERATOR({{vector_schema}}.<=>)).
+SEARCH_PATH = "pg_catalog, pg_temp"
 
 
 def render(template: str, context: SqlContext) -> str:

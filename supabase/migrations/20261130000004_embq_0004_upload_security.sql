@@ -9,6 +9,7 @@ DO $migration$
 DECLARE
     v_id_type text;
     v_doc_id_type text;
+    v_vector_schema text;
 BEGIN
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_id_type
     FROM pg_attribute a
@@ -16,10 +17,15 @@ BEGIN
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_doc_id_type
     FROM pg_attribute a
     WHERE a.attrelid = '"public"."chunks"'::regclass AND a.attname = 'doc_id' AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT '"' || replace(n.nspname, '"', '""') || '"' INTO v_vector_schema  -- quoted as the program quotes it
+    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector';
     IF v_id_type IS NULL OR v_doc_id_type IS NULL THEN
         RAISE EXCEPTION 'table "public"."chunks" needs the columns id and doc_id';
     END IF;
-    EXECUTE replace(replace($embq_sql$
+    IF v_vector_schema IS NULL THEN
+        RAISE EXCEPTION 'the pgvector extension is not installed (CREATE EXTENSION vector)';
+    END IF;
+    EXECUTE replace(replace(replace(replace($embq_sql$
 -- supabase: 20261130000004
 -- Version 4: the upload API made fit to face the network (see migrations/0002's header for the rules).
 --
@@ -176,6 +182,7 @@ BEGIN
        AND (SELECT count(*) FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE a.attrelid IN ('"public"."document_sources"'::regclass, '"public"."chunks"'::regclass) AND a.attname = 'id'
               AND a.atttypid = 'text'::regtype AND pg_get_expr(d.adbin, d.adrelid) = '(gen_random_uuid())::text') = 2
+       AND NOT EXISTS (SELECT 1 FROM "public"."document_sources") AND NOT EXISTS (SELECT 1 FROM "public"."chunks")
     THEN
         ALTER TABLE "public"."document_sources" ENABLE ROW LEVEL SECURITY;
         ALTER TABLE "public"."chunks" ENABLE ROW LEVEL SECURITY;
@@ -262,7 +269,8 @@ $grants$;
 
 INSERT INTO "public"."embq_migrations" (version, name) VALUES (4, 'upload_security')
 ON CONFLICT (version) DO NOTHING;
-$embq_sql$, '{{id_type}}', v_id_type), '{{doc_id_type}}', v_doc_id_type);
+$embq_sql$, '{{id_type}}', v_id_type), '{{doc_id_type}}', v_doc_id_type),
+        '{{vector}}', v_vector_schema || '.vector'), '{{vector_schema}}', v_vector_schema);
 END
 $migration$;
 

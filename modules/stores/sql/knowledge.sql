@@ -58,16 +58,16 @@ END;
 $$;
 
 -- Nearest chunks by cosine distance (pgvector's <=>), with their documents' names.
-CREATE OR REPLACE FUNCTION {{schema}}.embq_search(p_query vector, p_limit integer DEFAULT 5)
+CREATE OR REPLACE FUNCTION {{schema}}.embq_search(p_query {{vector}}, p_limit integer DEFAULT 5)
 RETURNS TABLE (chunk_id text, doc_id text, name text, chunk_index integer, content text, distance double precision)
 LANGUAGE sql STABLE
 SET search_path = {{search_path}}
 AS $$
     SELECT c.id::text, c.doc_id::text, d.name::text, c.chunk_index, c.{{content}}::text,
-           (c.{{embedding}} <=> p_query)::double precision
+           (c.{{embedding}} OPERATOR({{vector_schema}}.<=>) p_query)::double precision
     FROM {{chunks}} c LEFT JOIN {{documents}} d ON d.id = c.doc_id
     WHERE c.{{embedding}} IS NOT NULL
-    ORDER BY c.{{embedding}} <=> p_query
+    ORDER BY c.{{embedding}} OPERATOR({{vector_schema}}.<=>) p_query
     LIMIT p_limit;
 $$;
 
@@ -170,17 +170,17 @@ $$;
 -- text once, as its nearest copy (a file uploaded twice must not fill the answer with pairs), never a
 -- chunk twice, and no chunk whose distance is undefined (a zero vector has no direction: NaN). The
 -- nearest p_limit * 4 + 20 chunks are taken first, by the index where there is one, then thinned.
-CREATE OR REPLACE FUNCTION {{schema}}.embq_search_v2(p_query vector, p_limit integer DEFAULT 5)
+CREATE OR REPLACE FUNCTION {{schema}}.embq_search_v2(p_query {{vector}}, p_limit integer DEFAULT 5)
 RETURNS TABLE (chunk_id text, doc_id text, name text, chunk_index integer, content text, distance double precision)
 LANGUAGE sql STABLE
 SET search_path = {{search_path}}
 AS $$
     WITH nearest AS (
         SELECT c.id, c.doc_id, c.chunk_index, c.{{content}}::text AS body,
-               (c.{{embedding}} <=> p_query)::double precision AS dist
+               (c.{{embedding}} OPERATOR({{vector_schema}}.<=>) p_query)::double precision AS dist
         FROM {{chunks}} c
         WHERE c.{{embedding}} IS NOT NULL
-        ORDER BY c.{{embedding}} <=> p_query
+        ORDER BY c.{{embedding}} OPERATOR({{vector_schema}}.<=>) p_query
         LIMIT p_limit * 4 + 20),
     each_text AS (
         SELECT DISTINCT ON (n.body) n.*

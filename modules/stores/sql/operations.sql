@@ -1,4 +1,4 @@
--- Operations (schema version 5): the watcher's wake-up and its retries of failed chunks after a cooldown,
+-- Operations (schema version 6): the watcher's wake-up and its retries of failed chunks after a cooldown,
 -- the run history, the watchers' heartbeats and the alerts' state. Same templating rules as queue.sql; both
 -- stores call exactly these functions. The tables are in schema.sql.
 --

@@ -73,12 +73,12 @@ SELECT now() AS now;
 
 -- name: repair_report --
 -- Per document: missing vectors, dead leases, vectors of the wrong model, dimension or norm, failures.
-SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, degenerate, failed, to_reset
+SELECT doc_id, name, missing, expired_leases, wrong_model, wrong_dimension, degenerate, stale, failed, to_reset
 FROM {{schema}}.embq_repair_report_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(dead_owners)s);
 
 -- name: repair_apply --
 -- Clear dead leases and reset wrong vectors to pending, in one transaction.
-SELECT released_leases, wrong_model, wrong_dimension, degenerate, reset
+SELECT released_leases, wrong_model, wrong_dimension, degenerate, stale, reset
 FROM {{schema}}.embq_repair_apply_v2(%(model)s, %(dimensions)s, %(doc_id)s, %(limit)s, %(dead_owners)s);
 
 -- name: ingest_document --
@@ -106,7 +106,7 @@ SELECT chunk_id, doc_id, name, chunk_index, content, distance FROM {{schema}}.em
 -- Whether Supabase's API roles can read the host tables.
 SELECT table_name, role_name, can_select, row_security, policies FROM {{schema}}.embq_table_access();
 
--- ==== operations (schema version 5): each statement is named after its function, less "embq_", and takes the
+-- ==== operations (schema version 6): each statement is named after its function, less "embq_", and takes the
 -- function's own argument names, so that both stores pass the same parameters (modules/stores/operations.py).
 
 -- name: watch_probe --

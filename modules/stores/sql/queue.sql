@@ -81,7 +81,7 @@ $$;
 -- batch). A chunk whose text changed since it was claimed is skipped: its vector would be stale.
 -- The same statement fills the cache, so a vector is cached only if it was stored.
 CREATE OR REPLACE FUNCTION {{schema}}.embq_complete(
-    p_worker text, p_model text, p_ids text[], p_vectors vector[], p_hashes text[],
+    p_worker text, p_model text, p_ids text[], p_vectors {{vector}}[], p_hashes text[],
     p_cache_keys text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql VOLATILE
@@ -112,12 +112,12 @@ $$;
 
 -- Vectors already made for these cache keys (counted as hits); a degenerate entry is never handed out.
 CREATE OR REPLACE FUNCTION {{schema}}.embq_cache_lookup(p_keys text[])
-RETURNS TABLE (cache_key text, embedding vector)
+RETURNS TABLE (cache_key text, embedding {{vector}})
 LANGUAGE sql VOLATILE
 SET search_path = {{search_path}}
 AS $$
     UPDATE {{cache}} k SET hits = k.hits + 1
-    WHERE k.cache_key = ANY (p_keys) AND vector_norm(k.embedding) BETWEEN 1e-6 AND 1e6
+    WHERE k.cache_key = ANY (p_keys) AND {{vector_schema}}.vector_norm(k.embedding) BETWEEN 1e-6 AND 1e6
     RETURNING k.cache_key, k.embedding;
 $$;
 
@@ -267,7 +267,7 @@ $$;
 -- after a lost answer). A chunk whose text changed since it was claimed is released instead (pending again
 -- with its new text). Returns how many were written and how many were released for a changed text.
 CREATE OR REPLACE FUNCTION {{schema}}.embq_complete_v2(
-    p_worker text, p_model text, p_ids text[], p_vectors vector[], p_hashes text[],
+    p_worker text, p_model text, p_ids text[], p_vectors {{vector}}[], p_hashes text[],
     p_cache_keys text[] DEFAULT NULL)
 RETURNS TABLE (written integer, changed integer)
 LANGUAGE sql VOLATILE

@@ -1,22 +1,11 @@
 -- The queue's objects on a database that has the host tables: a fresh install of the CURRENT version.
--- A database that already has an older version is upgraded by migrations/NNNN_*.sql instead (each applied
+-- pgvector is installed first (extension.sql). A database that already has an older version is
+-- upgraded by migrations/NNNN_*.sql instead (each applied
 -- once, in order, under an advisory lock; see modules/stores/migrations.py), and a test checks that both
 -- roads end in the same schema. After this file come the function files (queue.sql, repair.sql,
 -- knowledge.sql, grants.sql). Placeholders in double braces are validated, quoted identifiers or type
 -- names (modules/stores/sql_templates.py); values are never templated.
 
--- pgvector goes into the `extensions` schema where there is one (Supabase's convention), else the default.
-DO $vector$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
-        IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'extensions') THEN
-            CREATE EXTENSION vector WITH SCHEMA extensions;
-        ELSE
-            CREATE EXTENSION vector;
-        END IF;
-    END IF;
-END
-$vector$;
 
 -- The queue's own state, one row per chunk, kept beside the host's columns.
 ALTER TABLE {{chunks}}
@@ -43,7 +32,7 @@ CREATE INDEX IF NOT EXISTS {{index_doc}} ON {{chunks}} (doc_id);
 CREATE TABLE IF NOT EXISTS {{cache}} (
     cache_key   text PRIMARY KEY,
     model       text NOT NULL,
-    embedding   vector NOT NULL,
+    embedding   {{vector}} NOT NULL,
     hits        bigint NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -56,7 +45,7 @@ CREATE TABLE IF NOT EXISTS {{migrations_table}} (
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- ==== version 5: operations (see migrations/0005_operations.sql) ====
+-- ==== version 6: operations (see migrations/0006_operations.sql) ====
 
 -- When a chunk became pending (inserted, or its text or vector changed to need an embedding): set by the
 -- trigger of operations.sql; the age of the oldest pending chunk is measured from it.

@@ -13,9 +13,12 @@ ALTER TABLE {{runs_table}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{workers_table}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{alerts_table}} ENABLE ROW LEVEL SECURITY;
 
--- The host tables, when the queue created them: exactly what host_tables.sql (and the Supabase file of
--- version 1) creates, a documents table of (id, name, type, created_at) whose text ids default to
--- gen_random_uuid()::text, and chunks with text ids of the same default. A host's own tables differ.
+-- The host tables, when the queue created them and nobody uses them yet: exactly what host_tables.sql
+-- (and the Supabase file of version 1) creates, a documents table of (id, name, type, created_at) whose
+-- text ids default to gen_random_uuid()::text, and chunks with text ids of the same default, both still
+-- empty. A host's own tables differ; tables of that shape that already hold rows are a chatbot's
+-- production data (version 1 created them long ago) and are left exactly as they are: turning RLS on
+-- would silently cut off every reader that is not their owner. The self-test warns about those.
 DO $rls$
 DECLARE
     role_name text;
@@ -27,6 +30,7 @@ BEGIN
        AND (SELECT count(*) FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE a.attrelid IN ('{{documents}}'::regclass, '{{chunks_regclass}}'::regclass) AND a.attname = 'id'
               AND a.atttypid = 'text'::regtype AND pg_get_expr(d.adbin, d.adrelid) = '(gen_random_uuid())::text') = 2
+       AND NOT EXISTS (SELECT 1 FROM {{documents}}) AND NOT EXISTS (SELECT 1 FROM {{chunks}})
     THEN
         ALTER TABLE {{documents}} ENABLE ROW LEVEL SECURITY;
         ALTER TABLE {{chunks}} ENABLE ROW LEVEL SECURITY;

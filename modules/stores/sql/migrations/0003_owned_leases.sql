@@ -204,11 +204,12 @@ AS $$
 $$;
 
 -- The repair report, as embq_repair_report, plus degenerate vectors (zero, overflowing or underflowing
--- norm) and with leases of p_dead_owners counted as expired.
+-- norm) and stale ones (the text changed after it was embedded: its hash no longer matches), and with
+-- leases of p_dead_owners counted as expired.
 CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_report_v2(
     p_model text, p_dimensions integer, p_doc_id text DEFAULT NULL, p_dead_owners text[] DEFAULT '{}')
 RETURNS TABLE (doc_id text, name text, missing bigint, expired_leases bigint, wrong_model bigint,
-               wrong_dimension bigint, degenerate bigint, failed bigint, to_reset bigint)
+               wrong_dimension bigint, degenerate bigint, stale bigint, failed bigint, to_reset bigint)
 LANGUAGE sql STABLE
 SET search_path = {{search_path_v1}}
 AS $$
@@ -220,7 +221,9 @@ AS $$
                    AND NOT c.embedding_lease_owner = ANY (coalesce(p_dead_owners, '{}')) AS live,
                c.embedding_model IS DISTINCT FROM p_model AS bad_model,
                vector_dims(c.{{embedding}}) <> p_dimensions AS bad_dimension,
-               NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6) AS bad_norm
+               NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6) AS bad_norm,
+               c.content_hash IS NOT NULL
+                   AND c.content_hash <> encode(sha256(convert_to(c.{{content}}, 'UTF8')), 'hex') AS bad_hash
         FROM {{chunks}} c
         WHERE p_doc_id IS NULL OR c.doc_id = p_doc_id::{{doc_id_type}}),
     per_doc AS (
@@ -230,24 +233,26 @@ AS $$
                count(*) FILTER (WHERE has_vector AND bad_model) AS wrong_model,
                count(*) FILTER (WHERE has_vector AND bad_dimension) AS wrong_dimension,
                count(*) FILTER (WHERE has_vector AND bad_norm) AS degenerate,
+               count(*) FILTER (WHERE has_vector AND bad_hash) AS stale,
                count(*) FILTER (WHERE NOT has_vector AND failed AND live IS NOT TRUE) AS failed,
-               count(*) FILTER (WHERE has_vector AND (bad_model OR bad_dimension OR bad_norm)) AS to_reset
+               count(*) FILTER (WHERE has_vector AND (bad_model OR bad_dimension OR bad_norm OR bad_hash)) AS to_reset
         FROM rows r
         GROUP BY r.doc_id)
     SELECT p.doc_id::text, d.name::text, p.missing, p.expired_leases, p.wrong_model, p.wrong_dimension,
-           p.degenerate, p.failed, p.to_reset
+           p.degenerate, p.stale, p.failed, p.to_reset
     FROM per_doc p LEFT JOIN {{documents}} d ON d.id = p.doc_id
     WHERE p.missing + p.expired_leases + p.to_reset > 0
     ORDER BY p.doc_id;
 $$;
 
 -- Apply the repair in one transaction, as embq_repair_apply, plus: leases of p_dead_owners are released,
--- degenerate vectors are reset, and degenerate cache entries are dropped (they would be copied again).
+-- degenerate and stale vectors are reset, and degenerate cache entries are dropped (they would be copied
+-- again).
 CREATE OR REPLACE FUNCTION {{schema}}.embq_repair_apply_v2(
     p_model text, p_dimensions integer, p_doc_id text DEFAULT NULL, p_limit integer DEFAULT NULL,
     p_dead_owners text[] DEFAULT '{}')
 RETURNS TABLE (released_leases bigint, wrong_model bigint, wrong_dimension bigint, degenerate bigint,
-               reset bigint)
+               stale bigint, reset bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = {{search_path_v1}}
 AS $$
@@ -256,6 +261,7 @@ DECLARE
     v_wrong_model bigint;
     v_wrong_dimension bigint;
     v_degenerate bigint;
+    v_stale bigint;
     v_reset bigint;
 BEGIN
     IF p_limit IS NOT NULL AND p_limit < 0 THEN
@@ -275,11 +281,15 @@ BEGIN
         SELECT c.id,
                c.embedding_model IS DISTINCT FROM p_model AS bad_model,
                vector_dims(c.{{embedding}}) <> p_dimensions AS bad_dimension,
-               NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6) AS bad_norm
+               NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6) AS bad_norm,
+               c.content_hash IS NOT NULL
+                   AND c.content_hash <> encode(sha256(convert_to(c.{{content}}, 'UTF8')), 'hex') AS bad_hash
         FROM {{chunks}} c
         WHERE c.{{embedding}} IS NOT NULL
           AND (c.embedding_model IS DISTINCT FROM p_model OR vector_dims(c.{{embedding}}) <> p_dimensions
-               OR NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6))
+               OR NOT (vector_norm(c.{{embedding}}) BETWEEN 1e-6 AND 1e6)
+               OR (c.content_hash IS NOT NULL
+                   AND c.content_hash <> encode(sha256(convert_to(c.{{content}}, 'UTF8')), 'hex')))
           AND (p_doc_id IS NULL OR c.doc_id = p_doc_id::{{doc_id_type}})
         ORDER BY c.doc_id, c.chunk_index
         LIMIT p_limit
@@ -298,15 +308,15 @@ BEGIN
             embedding_lease_expires_at = NULL
         FROM picked p
         WHERE c.id = p.id
-        RETURNING p.bad_model, p.bad_dimension, p.bad_norm)
+        RETURNING p.bad_model, p.bad_dimension, p.bad_norm, p.bad_hash)
     SELECT count(*) FILTER (WHERE bad_model), count(*) FILTER (WHERE bad_dimension),
-           count(*) FILTER (WHERE bad_norm), count(*)
-    INTO v_wrong_model, v_wrong_dimension, v_degenerate, v_reset
+           count(*) FILTER (WHERE bad_norm), count(*) FILTER (WHERE bad_hash), count(*)
+    INTO v_wrong_model, v_wrong_dimension, v_degenerate, v_stale, v_reset
     FROM cleared;
 
     DELETE FROM {{cache}} k WHERE NOT (vector_norm(k.embedding) BETWEEN 1e-6 AND 1e6);
 
-    RETURN QUERY SELECT v_released, v_wrong_model, v_wrong_dimension, v_degenerate, v_reset;
+    RETURN QUERY SELECT v_released, v_wrong_model, v_wrong_dimension, v_degenerate, v_stale, v_reset;
 END;
 $$;
 

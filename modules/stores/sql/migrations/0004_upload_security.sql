@@ -27,7 +27,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.embq_ingest_document_v2(
     p_name text, p_type text, p_chunks text[], p_mode text DEFAULT 'replace')
 RETURNS TABLE (doc_id text, outcome text, kept integer, added integer, removed integer)
 LANGUAGE plpgsql VOLATILE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v4}}
 AS $$
 DECLARE
     v_doc {{doc_id_type}};
@@ -114,7 +114,7 @@ $$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_search_v2(p_query vector, p_limit integer DEFAULT 5)
 RETURNS TABLE (chunk_id text, doc_id text, name text, chunk_index integer, content text, distance double precision)
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v4}}
 AS $$
     WITH nearest AS (
         SELECT c.id, c.doc_id, c.chunk_index, c.{{content}}::text AS body,
@@ -154,6 +154,7 @@ BEGIN
        AND (SELECT count(*) FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE a.attrelid IN ('{{documents}}'::regclass, '{{chunks_regclass}}'::regclass) AND a.attname = 'id'
               AND a.atttypid = 'text'::regtype AND pg_get_expr(d.adbin, d.adrelid) = '(gen_random_uuid())::text') = 2
+       AND NOT EXISTS (SELECT 1 FROM {{documents}}) AND NOT EXISTS (SELECT 1 FROM {{chunks}})
     THEN
         ALTER TABLE {{documents}} ENABLE ROW LEVEL SECURITY;
         ALTER TABLE {{chunks}} ENABLE ROW LEVEL SECURITY;
@@ -173,7 +174,7 @@ $rls$;
 CREATE OR REPLACE FUNCTION {{schema}}.embq_table_access()
 RETURNS TABLE (table_name text, role_name text, can_select boolean, row_security boolean, policies integer)
 LANGUAGE sql STABLE
-SET search_path = {{search_path}}
+SET search_path = {{search_path_v4}}
 AS $$
     SELECT c.relname::text, r.rolname::text,
            has_table_privilege(r.oid, c.oid, 'SELECT'),
@@ -196,7 +197,7 @@ BEGIN
         SELECT p.oid::regprocedure FROM pg_proc p
         WHERE p.pronamespace = '{{schema}}'::regnamespace AND p.proname LIKE 'embq\_%'
     LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = %s', fn, '{{search_path}}');
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %s', fn, '{{search_path_v4}}');
     END LOOP;
 END
 $search_path$;
