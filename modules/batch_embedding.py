@@ -176,7 +176,8 @@ class BatchEmbeddingGenerator:
         error: BaseException | None,
     ) -> None:
         observers = list(self.observers)
-        if self.write_history and hasattr(self._store, "record_run"):  # a store without history: nothing to write
+        reachable = not isinstance(error, StoreUnavailableError | DatabaseLostError)  # nowhere to write it
+        if self.write_history and reachable and hasattr(self._store, "record_run"):  # a store without history: none
             observers.insert(0, HistoryWriter(operations_store(self._store)))
         if not observers:
             return

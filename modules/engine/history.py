@@ -5,10 +5,10 @@ for that ending, so the history says what cron saw. A failing observer never bre
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from modules.engine.resilience import finish_despite_cancel
 from modules.engine.stats import RunStats
 from modules.errors import (
     ApiUnavailableError,
@@ -114,13 +114,39 @@ class HistoryWriter:
         await self.store.record_run(record)
 
 
-async def notify_observers(observers: list[RunObserver], report: RunReport) -> None:
-    """Hand the report to each observer; one that fails (the database is gone, say) is logged and skipped.
-    Runs to its end even while the run is being cancelled, within a few seconds."""
+async def notify_observers(observers: list[RunObserver], report: RunReport, limit_seconds: float = 5.0) -> None:
+    """Hand the report to each observer; one that fails or takes longer than `limit_seconds` (the database is
+    gone, say) is logged and skipped. Runs to its end even while the run is being cancelled (Ctrl-C), and then
+    re-raises that cancellation; a time limit never turns into one."""
     for observer in observers:
         try:
-            await finish_despite_cancel(observer.run_finished(report), limit_seconds=5)
+            await _within(observer.run_finished(report), limit_seconds)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            log.warning("🗒️ 実行履歴の記録が %.0f秒で終わらなかったため省きました (処理には影響しません)", limit_seconds)
         except Exception as exc:
             log.warning("🗒️ 実行履歴を記録できませんでした (処理には影響しません): %s", exc)
+
+
+async def _within(operation: Awaitable[None], limit_seconds: float) -> None:
+    """Await `operation` to its end or for `limit_seconds` (then TimeoutError), shielded from this task's
+    cancellation meanwhile, which is re-raised afterwards."""
+    task = asyncio.ensure_future(operation)
+    loop = asyncio.get_running_loop()
+    deadline, cancelled = loop.time() + limit_seconds, False
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            task.cancel()
+            await asyncio.wait({task})
+            if cancelled:
+                raise asyncio.CancelledError
+            raise TimeoutError
+        try:
+            await asyncio.wait({task}, timeout=left)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()

@@ -61,7 +61,7 @@ class PeriodRecorder:
         if report.outcome != "stopped" and _SEVERITY.get(report.outcome, 3) > _SEVERITY.get(s.outcome, 0):
             s.outcome = report.outcome
         s.model = report.model or s.model
-        if stats.api_calls or report.outcome == "api_unavailable":
+        if (stats.api_calls or report.outcome == "api_unavailable") and report.outcome != "database_lost":
             await self.store.worker_report(self.info, outcome=report.outcome)
         await self.maybe_flush()
 
