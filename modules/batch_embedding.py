@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 
@@ -25,6 +26,7 @@ from modules.embedders.gemini import GeminiEmbedder
 from modules.embedders.gemini_batch import GeminiBatchEmbedder
 from modules.engine.batch_route import BatchOptions, BatchRoute
 from modules.engine.breaker import CircuitBreaker
+from modules.engine.history import HistoryWriter, RunObserver, RunReport, ending, notify_observers
 from modules.engine.pacing import Pacer
 from modules.engine.recovery import RetryPolicy
 from modules.engine.resilience import finish_despite_cancel
@@ -47,7 +49,8 @@ from modules.logs import get_logger
 from modules.model_ids import model_id_of, settings_for_model_id
 from modules.settings import Settings, SettingsError, load_settings
 from modules.stores import open_store
-from modules.stores.base import ChunkStore, ClaimFilter, ClaimMode, QueueStatus
+from modules.stores.base import ChunkStore, ClaimFilter, ClaimMode, QueueStatus, RetryRule
+from modules.stores.ops_base import operations_store
 from modules.text import content_hash
 
 log = get_logger(__name__)
@@ -89,6 +92,10 @@ class BatchEmbeddingGenerator:
         self.migration_stats: RunStats | None = None  # the shadow fill of the last run, if a migration filled
         self._migration_embedders: dict[str, Embedder] = {}  # by model id: a migration's target
         self._retired: list[Embedder] = []  # embedders of a model a cut-over retired (closed at close())
+        self.retry_rule = RetryRule(s.max_attempts, s.retry_cooldown, s.retry_cooldown_max)
+        self.write_history = True  # one run-history row per run (a watcher writes one per period instead)
+        self.observers: list[RunObserver] = []  # told of every run's end, after the history row
+        self.embedder_wrapper: Callable[[Embedder], Embedder] | None = None  # e.g. metrics around its own embedder
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -107,6 +114,8 @@ class BatchEmbeddingGenerator:
         if self._embedder is None:
             await self.follow_live_model()
             self._embedder = make_embedder(self.settings)
+            if self.embedder_wrapper is not None:
+                self._embedder = self.embedder_wrapper(self._embedder)
 
     async def follow_live_model(self) -> None:
         """After a model migration's cut-over the column holds its model: embed with that one, whatever
@@ -201,33 +210,88 @@ class BatchEmbeddingGenerator:
         allow_model_mix: bool | None = None,
         batch_api: bool | None = None,
         wait_for_batch: bool = True,
+        watch: bool = False,
     ) -> RunStats:
         """Embed the selected chunks and return the run's stats (`stats.ok`: nothing in scope is left
         failed or pending). Raises ApiUnavailableError when the API can't be used (chunks released),
-        ModelMismatchError when the column holds another model's vectors (unless allowed).
+        ModelMismatchError when the column holds another model's vectors (unless allowed). `watch`: the
+        watcher's selection, pending chunks and failed ones whose cooldown has passed (not quarantined).
+        However it ends, the run is reported to the run history and the observers.
 
         Every run first ingests Batch API jobs that finished meanwhile. With `batch_api` (default: when
         EMBEDDING_BATCH_API_THRESHOLD is set and the selection is larger), the selected chunks go into
         Batch API jobs instead; with `wait_for_batch` the run tracks them until they end and embeds
-        online whatever they could not."""
+        online whatever they could not. While a model migration fills, the run then embeds the same
+        selection with the new model too (`migration_stats`)."""
+        scope = "watch" if watch else "failed" if retry_failed else "pending"
+        started = time.monotonic()
+        self.stats = RunStats(limited=limit is not None, retry_only=retry_failed)
+        try:
+            stats = await self._run_selected(
+                doc_id=doc_id,
+                limit=limit,
+                retry_failed=retry_failed,
+                allow_model_mix=allow_model_mix,
+                watch=watch,
+                batch_api=batch_api,
+                wait_for_batch=wait_for_batch,
+            )
+        except BaseException as exc:
+            await self._report(scope, doc_id, limit, started, self.stats, exc)
+            raise
+        await self._report(scope, doc_id, limit, started, stats, None)
+        await self._fill_migration(doc_id, limit, retry_failed)
+        return stats
+
+    async def _report(
+        self,
+        scope: str,
+        doc_id: str | None,
+        limit: int | None,
+        started: float,
+        stats: RunStats,
+        error: BaseException | None,
+    ) -> None:
+        observers = list(self.observers)
+        reachable = not isinstance(error, StoreUnavailableError | DatabaseLostError)  # nowhere to write it
+        if self.write_history and reachable and hasattr(self._store, "record_run"):  # a store without history: none
+            observers.insert(0, HistoryWriter(operations_store(self._store)))
+        if not observers:
+            return
+        outcome, code = ending(stats, error)
+        model = self._embedder.model_id if self._embedder is not None else None
+        report = RunReport(self.worker, scope, doc_id, limit, time.monotonic() - started, stats, outcome, code, model)
+        await notify_observers(observers, report)
+
+    async def _run_selected(
+        self,
+        *,
+        doc_id: str | None,
+        limit: int | None,
+        retry_failed: bool,
+        allow_model_mix: bool | None,
+        watch: bool,
+        batch_api: bool | None,
+        wait_for_batch: bool,
+    ) -> RunStats:
         await self.follow_live_model()
         store, model_id = self.store, self.embedder.model_id
         if doc_id is not None and not await store.document_exists(doc_id):
             raise UnknownDocumentError(doc_id)
         dead = await self.dead_owners()
-        whole = await store.status(model_id=model_id, dead_owners=dead)
+        whole = await store.status(model_id=model_id, dead_owners=dead, retry=self.retry_rule)
         mix_allowed = self.settings.allow_model_mix if allow_model_mix is None else allow_model_mix
         if whole.other_model and not mix_allowed:
             raise ModelMismatchError(self._model_mix_message(whole.other_model))
         queue = whole if doc_id is None else await store.status(doc_id, model_id=model_id, dead_owners=dead)
-        selected = queue.failed if retry_failed else queue.pending
+        selected = queue.pending + queue.retry_due if watch else queue.failed if retry_failed else queue.pending
         self.stats = stats = RunStats(
             total=min(selected, limit) if limit is not None else selected,
             limited=limit is not None,
             retry_only=retry_failed,
         )
         calls_before = self.embedder.calls_made()
-        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
+        log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed, watch))
         size = "auto" if self.settings.batch_size == "auto" else str(self.batch_size)
         if limit is not None:
             log.info(
@@ -240,8 +304,10 @@ class BatchEmbeddingGenerator:
             log.info("📋 %d個のチャンクをバッチ処理します (バッチサイズ: %s)", stats.total, size)
         if dead:
             log.info("💀 停止したワーカーのチャンクを引き継ぎます: %s", ", ".join(dead))
-        mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
-        where = ClaimFilter(mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead)
+        mode = ClaimMode.DUE if watch else ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
+        where = ClaimFilter(
+            mode=mode, doc_id=doc_id, failed_before=await store.server_time(), dead_owners=dead, retry=self.retry_rule
+        )
         breaker = CircuitBreaker(outage_seconds=self.settings.outage_seconds)
         pacer = self.new_pacer()
         route = self.batch_route(stats)
@@ -261,7 +327,7 @@ class BatchEmbeddingGenerator:
                 if limit is not None:
                     limit = max(0, limit - stats.processed)
             await self.new_run(where, limit, stats, pacer, breaker).execute()
-            if limit is None:
+            if limit is None and not watch:  # a watcher takes them at a later sweep
                 wait = await self._abandoned_lease_wait(doc_id)
                 if wait is not None:
                     log.info("⏳ 応答のないワーカーのリース切れを %.0f秒待って引き継ぎます", wait)
@@ -279,7 +345,6 @@ class BatchEmbeddingGenerator:
             stats.finished = time.monotonic()
             await self._count_scope(stats, doc_id, model_id)
             log_final_statistics(stats)
-        await self._fill_migration(doc_id, limit, retry_failed)
         return stats
 
     async def _fill_migration(self, doc_id: str | None, limit: int | None, retry_failed: bool) -> None:
@@ -317,6 +382,7 @@ class BatchEmbeddingGenerator:
         """The Batch API route, where the provider has one (Gemini); `target` "next" submits a model
         migration's jobs (with its model's `embedder`)."""
         embedder = embedder or self.embedder
+        embedder = getattr(embedder, "inner", embedder)  # under a wrapper (metrics), the adapter itself
         if not isinstance(embedder, GeminiEmbedder):
             return None
         s = self.settings
@@ -441,7 +507,9 @@ class BatchEmbeddingGenerator:
             input_format=embedder.input_format,
         )
 
-    async def _describe_target(self, doc_id: str | None, retry_failed: bool) -> str:
+    async def _describe_target(self, doc_id: str | None, retry_failed: bool, watch: bool = False) -> str:
+        if watch:
+            return "監視: 未処理チャンクと再試行時期の来た失敗チャンク"
         scope = "失敗チャンクの再処理" if retry_failed else "未処理チャンク"
         if doc_id is None:
             return f"全{scope}"

@@ -140,6 +140,53 @@ def auto_or_integer(low: int, high: int) -> Parser:
     return Parser(convert, f"auto or a whole number from {low} to {high}")
 
 
+def quantity(low: float, high: float, unit: str) -> Parser:
+    def convert(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:  # also refuses NaN
+            raise _Invalid(f"{value:g} is out of range; expected from {low:g} to {high:g} {unit}")
+        return value
+
+    return Parser(convert, f"a number of {unit} from {low:g} to {high:g}")
+
+
+def minutes(low: float, high: float) -> Parser:
+    return quantity(low, high, "minutes")
+
+
+def percent() -> Parser:
+    def convert(text: str) -> float:
+        value = float(text.removesuffix("%"))
+        if not 0.0 <= value <= 100.0:
+            raise _Invalid(f"{value:g} is out of range; expected a percentage from 0 to 100")
+        return value
+
+    return Parser(convert, "a percentage from 0 to 100")
+
+
+def optional_port() -> Parser:
+    def convert(text: str) -> int:
+        value = int(text)
+        if not 0 <= value <= 65535:
+            raise _Invalid(f"{value} is out of range; expected a port from 0 (any free one) to 65535, or empty")
+        return value
+
+    return Parser(convert, "a port from 0 to 65535, or empty")
+
+
+def time_zone() -> Parser:
+    def convert(text: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _Invalid(f"{text!r} is not a time zone name like Asia/Tokyo or UTC") from None
+        return text
+
+    return Parser(convert, "a time zone name like Asia/Tokyo")
+
+
 def boolean() -> Parser:
     def convert(text: str) -> bool:
         lowered = text.lower()
@@ -233,6 +280,7 @@ GROUPS = (
     ("database", "Database"),
     ("upload", "Upload hook and upload API"),
     ("batching", "Batching, retries, pacing"),
+    ("operations", "Watcher, run history, metrics, alerts, dashboard"),
     ("logs", "Logs"),
 )
 
@@ -567,6 +615,141 @@ class Settings:
         "Reuse vectors for identical (normalized) text under the same model, dimension, task, title and format.",
     )
 
+    watch_interval: float = setting(
+        30.0,
+        "EMBEDDING_WATCH_INTERVAL",
+        seconds(0.05, 86400.0),
+        "operations",
+        "--watch: seconds between sweeps for work (the safety net under LISTEN/NOTIFY); on the Supabase REST "
+        "path, where there is no LISTEN, the polling interval.",
+    )
+    watch_period: float = setting(
+        300.0,
+        "EMBEDDING_WATCH_PERIOD",
+        seconds(1.0, 86400.0),
+        "operations",
+        "--watch: a watcher writes one run-history row per period of this many seconds in which it did something.",
+    )
+    max_attempts: int = setting(
+        5,
+        "EMBEDDING_MAX_ATTEMPTS",
+        integer(1, 1000),
+        "operations",
+        "--watch retries a failed chunk by itself until it has failed this many times; then it is quarantined "
+        "and waits for --retry-only.",
+    )
+    retry_cooldown: float = setting(
+        60.0,
+        "EMBEDDING_RETRY_COOLDOWN",
+        seconds(0.0, 86400.0),
+        "operations",
+        "--watch: seconds a chunk waits after its first failure before it is retried; doubles after each failure.",
+    )
+    retry_cooldown_max: float = setting(
+        3600.0,
+        "EMBEDDING_RETRY_COOLDOWN_MAX",
+        seconds(0.0, 604800.0),
+        "operations",
+        "Longest cooldown between two automatic retries of a chunk, in seconds.",
+    )
+    metrics_port: int | None = setting(
+        None,
+        "EMBEDDING_METRICS_PORT",
+        optional_port(),
+        "operations",
+        "--watch serves Prometheus metrics at /metrics on this port (0: any free port, logged). Empty: no server.",
+        shown_default="none (no metrics server)",
+        example="",
+    )
+    metrics_host: str = setting(
+        "127.0.0.1",
+        "EMBEDDING_METRICS_HOST",
+        text_value(),
+        "operations",
+        "Address the watcher's /metrics binds to; 0.0.0.0 lets other hosts scrape it (it has no authentication).",
+    )
+    history_days: int = setting(
+        90,
+        "EMBEDDING_HISTORY_DAYS",
+        integer(1, 36500),
+        "operations",
+        "Run-history rows and resolved alerts older than this many days are deleted (by watchers).",
+    )
+    alert_webhook_url: Secret | None = setting(
+        None,
+        "ALERT_WEBHOOK_URL",
+        secret_value(),
+        "operations",
+        "Where alerts are posted as Slack-compatible JSON: https://, or http:// to this host only. Empty: alerts "
+        "are only shown on the dashboard.",
+        shown_default="none",
+        example="",
+    )
+    alert_window: float = setting(
+        60.0,
+        "ALERT_WINDOW",
+        minutes(0.01, 525600.0),
+        "operations",
+        "Minutes of run history the success rate is measured over (with at least the last ALERT_RUNS runs).",
+    )
+    alert_runs: int = setting(
+        5,
+        "ALERT_RUNS",
+        integer(1, 10000),
+        "operations",
+        "The success rate also covers at least this many of the last runs, however old.",
+    )
+    alert_success_rate: float = setting(
+        90.0,
+        "ALERT_SUCCESS_RATE",
+        percent(),
+        "operations",
+        "Alert when the success rate (chunks embedded / chunks tried) falls under this percentage (the guide's 90).",
+    )
+    alert_backlog_age: float = setting(
+        30.0,
+        "ALERT_BACKLOG_AGE",
+        minutes(0.01, 525600.0),
+        "operations",
+        "Alert when the oldest pending chunk has waited longer than this many minutes.",
+    )
+    alert_watcher_silence: float = setting(
+        5.0,
+        "ALERT_WATCHER_SILENCE",
+        minutes(0.01, 525600.0),
+        "operations",
+        "Alert when a running watcher has not reported for this many minutes.",
+    )
+    alert_cooldown: float = setting(
+        10.0,
+        "ALERT_COOLDOWN",
+        minutes(0.0, 525600.0),
+        "operations",
+        "An alert is resolved (and the resolved message sent) once its condition has stayed clear this many "
+        "minutes; so each incident is sent once, however it flaps.",
+    )
+    dashboard_timezone: str = setting(
+        "Asia/Tokyo",
+        "DASHBOARD_TIMEZONE",
+        time_zone(),
+        "operations",
+        "Time zone of the dashboard's times and of its 'today' and 'this month'.",
+    )
+    dashboard_refresh: float = setting(
+        10.0,
+        "DASHBOARD_REFRESH",
+        seconds(1.0, 3600.0),
+        "operations",
+        "Seconds between two refreshes of the open dashboard.",
+    )
+    dashboard_session_hours: float = setting(
+        12.0,
+        "DASHBOARD_SESSION_HOURS",
+        quantity(0.01, 8760.0, "hours"),
+        "operations",
+        "Hours a dashboard sign-in (a cookie signed with a key derived from KNOWLEDGE_API_TOKEN) stays valid.",
+    )
+
     log_file: Path = setting(
         Path("batch_embedding.log"),
         "EMBEDDING_LOG_FILE",
@@ -581,7 +764,13 @@ class Settings:
         """Every secret value, so that output filters can scrub them."""
         found = [
             s.reveal()
-            for s in (self.google_api_key, self.database_url, self.supabase_key, self.knowledge_api_token)
+            for s in (
+                self.google_api_key,
+                self.database_url,
+                self.supabase_key,
+                self.knowledge_api_token,
+                self.alert_webhook_url,
+            )
             if s
         ]
         if self.database_url:
@@ -602,7 +791,9 @@ class Settings:
         }
 
 
-SECRET_FIELDS = frozenset({"google_api_key", "database_url", "supabase_key", "knowledge_api_token"})
+SECRET_FIELDS = frozenset(
+    {"google_api_key", "database_url", "supabase_key", "knowledge_api_token", "alert_webhook_url"}
+)
 
 
 def _password_in_url(url: str) -> list[str]:
@@ -752,6 +943,18 @@ def _validated(s: Settings) -> Settings:
             f"{s.model} outputs {model.min_dimensions} to {model.max_dimensions} dimensions, not {s.dimensions} "
             f"(Google recommends {recommended}); the vector column must have the same",
         )
+    webhook = s.alert_webhook_url.reveal() if s.alert_webhook_url else None
+    if webhook is not None and not _webhook_allowed(webhook):
+        # The URL is a secret (Slack's carries its token in the path): never echo it.
+        raise SettingsError(
+            "ALERT_WEBHOOK_URL",
+            "must be an https:// URL (or http:// to this host: 127.0.0.1, ::1 or localhost), without spaces",
+        )
+    if s.retry_cooldown_max < s.retry_cooldown:
+        raise SettingsError(
+            "EMBEDDING_RETRY_COOLDOWN_MAX",
+            f"{s.retry_cooldown_max:g} must not be shorter than EMBEDDING_RETRY_COOLDOWN ({s.retry_cooldown:g})",
+        )
     if s.chunk_overlap_chars >= s.chunk_target_chars:
         raise SettingsError(
             "CHUNK_OVERLAP_CHARS",
@@ -780,6 +983,20 @@ def settings_for_model(s: Settings, provider: Provider, model: str, dimensions: 
         )
     limit = new.max_input_tokens if s.max_input_tokens == old.max_input_tokens else s.max_input_tokens
     return _replace(s, provider=provider, model=model, dimensions=dimensions, max_input_tokens=limit)
+
+
+def _webhook_allowed(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if not re.fullmatch(r"[\x21-\x7e]+", url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _replace(s: Settings, **changes: Any) -> Settings:

@@ -112,3 +112,32 @@ def test_memory_and_writes_quick_run_reports_memory_and_write_rates(tmp_path: Pa
         assert w["unwritten"] == 0 and w["written"] == w["chunks"], w
         assert w["chunks_per_second"] > 0
     assert set(report["targets"]) >= {"peak_rss<300MB", "lost==0"}
+
+
+def test_watcher_benchmark_runs_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "watcher.json"
+    output = run_module(
+        [
+            "benchmarks.watcher",
+            "--inserts",
+            "3",
+            "--quiet-seconds",
+            "2",
+            "--baseline-interval",
+            "2",
+            "--baseline-samples",
+            "1",
+            "--chunks",
+            "200",
+            "--out",
+            str(out),
+        ],
+        timeout=240,
+    )
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert "| --watch ×3 |" in output
+    assert data["watcher"]["latency"]["n"] == 3 and data["watcher"]["exit_code"] == 0
+    assert data["baseline"]["latency"]["n"] == 1 and data["baseline"]["runs"] >= 1
+    three = data["three_watchers"]
+    assert three["embedded_exactly_once"] == three["chunks"] == 200
+    assert three["left_leased"] == 0 and three["exit_codes"] == [0, 0, 0]

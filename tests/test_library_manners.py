@@ -23,7 +23,14 @@ FACES = (
     "modules/knowledge/worker.py",  # its own process, started per upload
     "modules/gemini_simulator/__main__.py",
 )
-CORE = ("modules/batch_embedding.py", "modules/engine/", "modules/embedders/", "modules/stores/", "modules/text.py")
+CORE = (
+    "modules/batch_embedding.py",
+    "modules/engine/",
+    "modules/embedders/",
+    "modules/stores/",
+    "modules/ops/",
+    "modules/text.py",
+)
 
 
 def python_files(prefixes: tuple[str, ...] = ("modules/",)) -> list[Path]:

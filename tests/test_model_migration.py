@@ -72,11 +72,22 @@ async def test_migrate_fill_and_cut_over_swap_the_column_in_one_step(
     assert "(embedding IS NULL)" in indexes["chunks_embq_pending_idx"]
     assert "hnsw (embedding" in indexes["chunks_embedding_hnsw_idx"]
     assert await fetch_all(database_url, "SELECT to_regclass('embq_next_queue') IS NULL") == [(True,)]
+    # The watchers' wake-up trigger moved to the new column: an upload is still queued (and announced).
+    assert await fetch_all(
+        database_url, "SELECT count(*) FROM pg_trigger WHERE tgname = 'embq_pending_notify' AND NOT tgisinternal"
+    ) == [(1,)]
 
     # A worker whose settings still say the old model follows the column.
     async with BatchEmbeddingGenerator(make_settings()) as later:
         assert later.embedder.model_id == NEW
         await seed_chunks_more(database_url)
+        # A repair clears a vector of the new column: the trigger makes the chunk pending from now.
+        queued = await fetch_all(
+            database_url,
+            "UPDATE chunks SET embedding = NULL, embedding_queued_at = '2000-01-01' WHERE chunk_index = 0 "
+            "RETURNING embedding_queued_at > now() - interval '1 hour'",
+        )
+        assert queued and all(fresh for (fresh,) in queued)
         assert (await later.run()).ok
     assert await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding_model <> %s", (NEW,)) == [(0,)]
 

@@ -46,6 +46,23 @@ def test_database_password_counts_as_a_secret() -> None:
     assert "pa55word!" in s.secrets()
 
 
+def test_the_alert_webhook_is_a_secret_and_must_be_https_or_this_host() -> None:
+    hook = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
+    s = load_settings(env={"ALERT_WEBHOOK_URL": hook})
+    assert isinstance(s.alert_webhook_url, Secret) and hook in s.secrets()
+    assert hook not in repr(s) and hook not in str(s.describe())
+    assert load_settings(env={"ALERT_WEBHOOK_URL": "http://127.0.0.1:8080/hook"}).alert_webhook_url is not None
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"ALERT_WEBHOOK_URL": "http://hooks.example.com/secretpath"})
+    assert "secretpath" not in str(caught.value)
+
+
+def test_operations_defaults() -> None:
+    s = load_settings(env={})
+    assert (s.watch_interval, s.max_attempts, s.retry_cooldown, s.retry_cooldown_max) == (30.0, 5, 60.0, 3600.0)
+    assert (s.alert_success_rate, s.alert_window, s.metrics_port, s.metrics_host) == (90.0, 60.0, None, "127.0.0.1")
+
+
 def test_model_prefix_is_accepted() -> None:
     assert load_settings(env={"EMBEDDING_MODEL": "models/gemini-embedding-001"}).model == "gemini-embedding-001"
 
@@ -66,6 +83,14 @@ def test_model_prefix_is_accepted() -> None:
         ({"EMBEDDING_TASK_TYPE": "NOPE"}, "EMBEDDING_TASK_TYPE"),
         ({"EMBEDDING_QUOTA_WINDOW": "0"}, "EMBEDDING_QUOTA_WINDOW"),
         ({"EMBEDDING_RPM": "0"}, "EMBEDDING_RPM"),
+        ({"ALERT_WEBHOOK_URL": "http://hooks.example.com/T0/B0/secretpath"}, "ALERT_WEBHOOK_URL"),
+        ({"ALERT_WEBHOOK_URL": "ftp://127.0.0.1/x"}, "ALERT_WEBHOOK_URL"),
+        ({"ALERT_SUCCESS_RATE": "150"}, "ALERT_SUCCESS_RATE"),
+        ({"ALERT_WINDOW": "0"}, "ALERT_WINDOW"),
+        ({"EMBEDDING_METRICS_PORT": "70000"}, "EMBEDDING_METRICS_PORT"),
+        ({"EMBEDDING_MAX_ATTEMPTS": "0"}, "EMBEDDING_MAX_ATTEMPTS"),
+        ({"EMBEDDING_RETRY_COOLDOWN": "120", "EMBEDDING_RETRY_COOLDOWN_MAX": "60"}, "EMBEDDING_RETRY_COOLDOWN_MAX"),
+        ({"DASHBOARD_TIMEZONE": "Mars/Olympus_Mons"}, "DASHBOARD_TIMEZONE"),
     ],
 )
 def test_a_wrong_value_names_its_setting_in_one_line(env: dict[str, str], setting: str) -> None:

@@ -30,9 +30,12 @@ OUR_TABLES = (
     "chunks",
     "chunks_embedding_cache",
     "document_sources",
+    "embq_alerts",
     "embq_batch_jobs",
     "embq_migrations",
     "embq_model_migrations",
+    "embq_runs",
+    "embq_workers",
 )
 
 
@@ -111,9 +114,12 @@ async def test_a_hosts_own_tables_are_left_as_they_were_and_reported_readable(da
         ("chunks", False, True),  # the host's: untouched
         ("chunks_embedding_cache", True, False),  # ours
         ("document_sources", False, True),
+        ("embq_alerts", True, False),
         ("embq_batch_jobs", True, False),
         ("embq_migrations", True, False),
         ("embq_model_migrations", True, False),
+        ("embq_runs", True, False),
+        ("embq_workers", True, False),
     ]
     with PostgrestFake(database_url) as fake:
         store = supabase_store(fake.url)
@@ -283,3 +289,35 @@ async def test_setup_finds_pgvector_in_a_schema_off_the_search_path(database_url
         "WHERE attrelid = 'public.chunks'::regclass AND attname = 'embedding'",
     )
     assert column == [("extensions.vector(768)", "extensions.vector")]
+
+
+async def test_the_pending_trigger_fires_for_a_host_role_that_may_not_call_the_queue(
+    database_url: str, roles: None
+) -> None:
+    """A host whose signed-in users insert chunks themselves (their own grants on their own table) keeps
+    working with the migration's trigger: PostgreSQL checks EXECUTE on a trigger function when the trigger is
+    created, not when it fires, so revoking the queue's functions from `authenticated` does not stop the
+    insert, and the watcher is notified."""
+    supabase_defaults(database_url)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("CREATE EXTENSION vector")
+        await conn.execute(
+            "CREATE TABLE document_sources (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, type text)"
+        )
+        await conn.execute(
+            "CREATE TABLE chunks (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), doc_id uuid REFERENCES "
+            "document_sources(id), chunk_index int, content text, embedding vector(768))"
+        )
+    apply_migration(database_url)
+    assert as_role(database_url, "authenticated", "SELECT embq_status_v3()") == "42501"  # the queue: refused
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+        await listener.execute("LISTEN chunks_embq_pending")
+        statement = (
+            "WITH d AS (INSERT INTO document_sources (name, type) VALUES ('利用者の文書', 'txt') RETURNING id) "
+            "INSERT INTO chunks (doc_id, chunk_index, content) SELECT d.id, 0, '利用者が書いた段落です。' FROM d"
+        )
+        assert as_role(database_url, "authenticated", statement) == "ok"
+        got = [n async for n in listener.notifies(timeout=5, stop_after=1)]
+    assert [n.channel for n in got] == ["chunks_embq_pending"]
+    rows = await fetch_all(database_url, "SELECT embedding_queued_at IS NOT NULL FROM chunks")
+    assert rows == [(True,)]

@@ -184,6 +184,29 @@ async def test_anon_key_can_neither_claim_nor_read(fake: PostgrestFake, supabase
         "embq_live_model": {},
         "embq_claim_v2": {"p_worker": "thief", "p_limit": 10, "p_lease_seconds": 600},
         "embq_status_v2": {},
+        "embq_claim_v3": {"p_worker": "thief", "p_limit": 10, "p_lease_seconds": 600, "p_mode": "due"},
+        "embq_status_v3": {},
+        "embq_runs_recent": {},
+        "embq_alerts_list": {},
+        "embq_run_record": {
+            "p_kind": "run",
+            "p_worker": "x",
+            "p_scope": "pending",
+            "p_doc_id": None,
+            "p_run_limit": None,
+            "p_seconds": 1,
+            "p_runs": 1,
+            "p_embedded": 0,
+            "p_failed": 0,
+            "p_cache_hits": 0,
+            "p_api_calls": 0,
+            "p_rate_limited": 0,
+            "p_tokens": 0,
+            "p_cost_usd": None,
+            "p_outcome": "ok",
+            "p_exit_code": 0,
+            "p_model": None,
+        },
         "embq_lease_owners": {},
         "embq_repair_apply": {"p_model": "x", "p_dimensions": 768},
     }
@@ -308,10 +331,10 @@ async def test_timeouts_and_dropped_connections_are_retried_then_unavailable(fak
     store = make_store(fake.url, timeout=0.4, attempts=3)
     try:
         await store.prepare()
-        fake.hang_next(1, 1.5, function="embq_status_v2")  # past the client's timeout
-        fake.hang_next(1, 0.0, function="embq_status_v2")  # the connection drops with no answer
+        fake.hang_next(1, 1.5, function="embq_status_v3")  # past the client's timeout
+        fake.hang_next(1, 0.0, function="embq_status_v3")  # the connection drops with no answer
         assert (await store.status()).total == 0
-        assert len(fake.calls_to("embq_status_v2")) == 3
+        assert len(fake.calls_to("embq_status_v3")) == 3
 
         fake.fail_next(5, status=503, function="embq_server_time")
         with pytest.raises(StoreUnavailableError) as caught:
@@ -364,7 +387,10 @@ async def test_a_service_role_without_the_grant_is_told_to_reapply_the_migration
     fake: PostgrestFake, supabase_db: str
 ) -> None:
     with psycopg.connect(supabase_db, autocommit=True) as conn:
-        conn.execute("REVOKE EXECUTE ON FUNCTION embq_status_v2(text, text, text[]) FROM service_role")
+        conn.execute(
+            "REVOKE EXECUTE ON FUNCTION embq_status_v3(text, text, text[], integer, double precision, double precision)"
+            " FROM service_role"
+        )
     store = make_store(fake.url)
     try:
         await store.prepare()

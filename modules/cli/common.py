@@ -36,7 +36,8 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 nothing in scope left failed or pending (--limit's leftovers aside); 1 chunks in scope are "
     "failed (earlier runs' too: retry with --retry-only) or left pending; 2 usage, settings or environment "
     "error, nothing attempted; 3 the embedding API (outage, quota, key) or, once the run began, the database "
-    "could not be used: nothing charged, try again later; 130 interrupted."
+    "could not be used: nothing charged, try again later; 130 interrupted. --watch: 0 when stopped by SIGTERM, "
+    "130 by Ctrl-C, 2 for errors waiting can't fix."
 )
 
 log = get_logger(__name__)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.cli.common import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     add_logging_options,
     parse_args,
@@ -17,6 +19,7 @@ from modules.cli.common import (
     safe_secrets,
     setup,
 )
+from modules.cli.history_view import format_history, history_dicts
 from modules.cli.migration import add_migration_options, migration_asked, run_migration_command
 from modules.cli.progress import show_progress
 from modules.cli.status_view import (
@@ -34,6 +37,7 @@ from modules.settings import Settings
 from modules.stores import open_store, store_kind
 from modules.stores.base import ErrorGroup
 from modules.stores.migrations import latest_version
+from modules.stores.ops_base import operations_store
 
 log = get_logger(__name__)
 
@@ -61,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--by-document", action="store_true", help="with --status: a line per document")
     parser.add_argument("--errors", action="store_true", help="with --status: the most common recorded errors")
+    parser.add_argument(
+        "--history",
+        type=positive_int,
+        nargs="?",
+        const=10,
+        metavar="N",
+        help="with --status (implied): the last N runs from the run history (default 10)",
+    )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="stay running and embed chunks as they arrive (LISTEN/NOTIFY, or polling every "
+        "EMBEDDING_WATCH_INTERVAL); failed chunks are retried after a cooldown, up to EMBEDDING_MAX_ATTEMPTS; "
+        "SIGTERM stops it (exit 0)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument(
         "--batch-api",
@@ -86,19 +105,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
+    if args.history is not None:
+        args.status = True
+    if args.watch:
+        others = [
+            flag
+            for flag, on in (
+                ("--status", args.status),
+                ("--doc-id", args.doc_id is not None),
+                ("--limit", args.limit is not None),
+                ("--retry-only", args.retry_only),
+                ("--setup", args.setup),
+                ("--json", args.json),
+            )
+            if on
+        ]
+        if others:
+            parser.print_usage(sys.stderr)
+            print(f"❌ --watch runs by itself; it can't be combined with {', '.join(others)}", file=sys.stderr)
+            return EXIT_USAGE
 
     async def body() -> int:
         settings = setup(args)
         if args.setup:
             return await first_time_setup(settings)
-        if migration_asked(args) and (args.status or args.doc_id or args.batch_api):
+        if migration_asked(args) and (args.status or args.doc_id or args.batch_api or args.watch):
             raise UsageError(
-                "--migrate-to, --migrate-cutover and --migrate-abort go without --status, --doc-id and --batch-api"
+                "--migrate-to, --migrate-cutover and --migrate-abort go without --status, --doc-id, --batch-api "
+                "and --watch"
             )
         if sum(bool(x) for x in (args.migrate_to, args.migrate_cutover, args.migrate_abort)) > 1:
             raise UsageError("give one of --migrate-to, --migrate-cutover and --migrate-abort")
         if args.force and not args.migrate_cutover:
             raise UsageError("--force goes with --migrate-cutover only")
+        if args.watch:
+            from modules.cli.watch import watch
+
+            return await watch(settings)
         async with BatchEmbeddingGenerator(settings) as generator:
             if args.status:
                 return await show_status(generator, args)
@@ -112,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                         stats = await run(generator, args)
             except ApiUnavailableError:
                 await report(generator, args, generator.stats)  # what was done, and that nothing was charged
+                await alerts_after_run(generator, settings)
                 raise
             await report(generator, args, stats)
+            await alerts_after_run(generator, settings)
             return exit_code(stats)
 
     return run_main(body, safe_secrets)
@@ -151,11 +196,24 @@ async def run(generator: BatchEmbeddingGenerator, args: argparse.Namespace) -> R
     )
 
 
+async def alerts_after_run(generator: BatchEmbeddingGenerator, settings: Settings) -> None:
+    """With ALERT_WEBHOOK_URL, a plain run (cron's) evaluates the alert rules once at its end; it never fails
+    the run (modules/ops/alerts.py)."""
+    if settings.alert_webhook_url is None or generator.stats.database_lost:
+        return  # (with the database gone there is nothing to read the rules from)
+    from modules.ops.alerts import alert_monitor
+
+    await alert_monitor(operations_store(generator.store), settings).evaluate_safely()
+
+
 async def report(generator: BatchEmbeddingGenerator, args: argparse.Namespace, stats: RunStats) -> None:
     """The run and the status after it; with the database lost, the run alone ("status": null)."""
     try:
         status = await generator.store.status(
-            args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+            args.doc_id,
+            model_id=generator.embedder.model_id,
+            dead_owners=await generator.dead_owners(),
+            retry=generator.retry_rule,
         )
     except StoreError:
         if not stats.database_lost:
@@ -173,7 +231,10 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     if args.doc_id is not None and not await store.document_exists(args.doc_id):
         raise UnknownDocumentError(args.doc_id)
     status = await store.status(
-        args.doc_id, model_id=generator.embedder.model_id, dead_owners=await generator.dead_owners()
+        args.doc_id,
+        model_id=generator.embedder.model_id,
+        dead_owners=await generator.dead_owners(),
+        retry=generator.retry_rule,
     )
     documents = await store.status_by_document() if args.by_document else None
     secrets = generator.settings.secrets()
@@ -185,6 +246,7 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     cache = await store.cache_stats()
     jobs = await store.batch_jobs(recent=5)
     migration = await ModelMigrator(generator).progress()
+    history = await operations_store(store).runs_recent(args.history) if args.history is not None else None
     if args.json:
         extra = {
             "model": generator.embedder.model_id,
@@ -194,6 +256,8 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             "batch_jobs": batch_jobs_list(jobs),
             "migration": migration.as_dict() if migration else None,
         }
+        if history is not None:
+            extra["history"] = history_dicts(history)
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
         print(format_status(status, documents=documents, errors=errors, cache=cache))
@@ -201,6 +265,9 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             print(format_batch_jobs(jobs))
         if migration is not None and migration.migration.state == "filling":
             print(format_migration(migration))
+        if history is not None:
+            print()
+            print(format_history(history))
     return EXIT_OK
 
 

@@ -25,6 +25,14 @@ def status_dict(
         "stale_leases": status.stale_leases,
         "other_model": status.other_model,
         "percent_embedded": round(status.percent_embedded, 2),
+        # inside `failed` (cooling_down + quarantined = failed), so the sums above still hold
+        "cooling_down": status.cooling_down,
+        "quarantined": status.quarantined,
+        "retry_due": status.retry_due,
+        "next_retry_at": status.next_retry_at.isoformat() if status.next_retry_at else None,
+        "oldest_pending_age_seconds": (
+            None if status.oldest_pending_age_seconds is None else round(status.oldest_pending_age_seconds, 1)
+        ),
     }
     if documents is not None:
         data["documents"] = [
@@ -63,8 +71,13 @@ def format_status(
         f"  ✅ 埋め込み済み   : {status.embedded:,} ({status.percent_embedded:.1f}%)",
         f"  ⏳ 未処理         : {status.pending:,}",
         f"  ❌ 失敗           : {status.failed:,}",
-        f"  🔄 処理中         : {status.in_progress:,}",
     ]
+    if status.failed:
+        lines.append(f"     🧊 クールダウン中: {status.cooling_down:,} (監視モード --watch が時間をおいて自動で再試行)")
+        lines.append(f"     🚫 隔離         : {status.quarantined:,} (再試行の上限に達した分: --retry-only で再処理)")
+    lines.append(f"  🔄 処理中         : {status.in_progress:,}")
+    if status.oldest_pending_age_seconds is not None:
+        lines.append(f"  ⏱️ 最古の未処理   : {age_text(status.oldest_pending_age_seconds)}前から待っています")
     if status.stale_leases:
         lines.append(
             f"  ⚠️ 期限切れリース : {status.stale_leases:,}"
@@ -130,7 +143,7 @@ def format_batch_jobs(jobs: list[BatchJobSummary]) -> str:
     now = datetime.now(UTC)
     lines = ["", "📮 Batch API ジョブ"]
     for j in jobs:
-        age = _age((now - j.created_at).total_seconds())
+        age = age_text((now - j.created_at).total_seconds())
         if j.state != "done":
             lines.append(f"  {j.name or j.id}: {j.remote_state or j.state} | {j.chunks}チャンク | 経過 {age}")
         else:
@@ -167,9 +180,12 @@ def format_migration(progress: MigrationProgress) -> str:
     return "\n".join(lines)
 
 
-def _age(seconds: float) -> str:
+def age_text(seconds: float) -> str:
+    """A wait in words: 45秒, 12分, 3.5時間, 2.0日."""
     if seconds < 120:
         return f"{seconds:.0f}秒"
     if seconds < 7200:
         return f"{seconds / 60:.0f}分"
-    return f"{seconds / 3600:.1f}時間"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}時間"
+    return f"{seconds / 86400:.1f}日"

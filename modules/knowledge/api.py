@@ -33,17 +33,19 @@ from modules.embedders.base import Embedder
 from modules.errors import BatchEmbeddingError, LiveModelChangedError
 from modules.knowledge.auth import Dependency, bearer_token
 from modules.knowledge.body import read_upload
+from modules.knowledge.dashboard import operations_router
 from modules.knowledge.errors import DocumentTooLargeError, UnsupportedTypeError
 from modules.knowledge.extract import document_type
 from modules.knowledge.ingest import AmbiguousNameError, ingest_chunks
 from modules.knowledge.service import KnowledgeService
+from modules.knowledge.session import SessionAuth
 from modules.logs import get_logger
 from modules.settings import Settings, SettingsError, load_settings
 from modules.stores.base import SaveMode
 
 log = get_logger(__name__)
 
-__all__ = ["KnowledgeService", "create_app", "knowledge_lifespan", "knowledge_router"]
+__all__ = ["KnowledgeService", "create_app", "knowledge_lifespan", "knowledge_router", "operations_router"]
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -285,6 +287,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.include_router(knowledge_router(read=auth, upload=auth, delete=auth))
+    # /dashboard (a sign-in form for browsers, a session cookie) and /metrics (the bearer token, or that cookie)
+    app.include_router(operations_router(session=SessionAuth(own.knowledge_api_token, own.dashboard_session_hours)))
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:

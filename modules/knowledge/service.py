@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from modules.batch_embedding import BatchEmbeddingGenerator, batch_generate_embeddings_for_document
 from modules.embedders import make_embedder
@@ -22,12 +23,16 @@ from modules.knowledge.isolation import Extractor
 from modules.knowledge.sealing import seal_process
 from modules.logs import get_logger
 from modules.model_ids import settings_for_model_id
+from modules.ops.alerts import alert_monitor
+from modules.ops.metrics import MeteredEmbedder, MetricsObserver, process_metrics
 from modules.settings import Settings
 from modules.stores import store_kind
 from modules.stores.base import KnowledgeStore
+from modules.stores.ops_base import operations_store
 
 log = get_logger(__name__)
 MODEL_CHECK_SECONDS = 30.0
+ALERT_EVALUATION_SECONDS = 30.0
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
@@ -50,7 +55,11 @@ def chunking_options(settings: Settings) -> ChunkingOptions:
 class KnowledgeService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = process_metrics()
         self.generator = BatchEmbeddingGenerator(settings)
+        self.generator.embedder_wrapper = lambda inner: MeteredEmbedder(inner, self.metrics)
+        self.generator.observers.append(MetricsObserver(self.metrics))
+        self._alerts: asyncio.Task[None] | None = None
         self.extractor = Extractor(
             workers=settings.upload_extract_workers,
             timeout=settings.upload_extract_timeout,
@@ -75,8 +84,19 @@ class KnowledgeService:
                 self.generator.embedder.model_id,
                 f"{other:,}",
             )
+        # The alert rules are evaluated here too (every process that evaluates agrees: the incidents' state is
+        # in the database), so alerts go out even where no watcher runs.
+        monitor = alert_monitor(operations_store(self.generator.store), self.settings)
+        self._alerts = asyncio.create_task(self._evaluate_alerts(monitor.run_forever))
+
+    async def _evaluate_alerts(self, loop: Callable[[float], Awaitable[None]]) -> None:
+        await asyncio.sleep(ALERT_EVALUATION_SECONDS)
+        await loop(ALERT_EVALUATION_SECONDS)
 
     async def stop(self) -> None:
+        if self._alerts is not None:
+            self._alerts.cancel()
+            await asyncio.gather(self._alerts, return_exceptions=True)
         for task in list(self.background):
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)

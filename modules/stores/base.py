@@ -7,7 +7,7 @@ adapter; adapters only move arguments and rows across the wire.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -19,6 +19,29 @@ import numpy.typing as npt
 class ClaimMode(StrEnum):
     PENDING = "pending"  # never embedded and not recorded failed
     FAILED = "failed"  # recorded failed by an earlier run (--retry-only)
+    DUE = "due"  # --watch: pending, then failed chunks whose cooldown has passed, not quarantined (schema v5)
+
+
+@dataclass(frozen=True)
+class RetryRule:
+    """When a watcher retries a failed chunk by itself (schema version 6, operations.sql): `cooldown_base`
+    seconds after its first failure, doubling after each, at most `cooldown_max`; once it has failed
+    `max_attempts` times it is quarantined (only --retry-only takes it)."""
+
+    max_attempts: int = 5
+    cooldown_base: float = 60.0
+    cooldown_max: float = 3600.0
+
+    def cooldown(self, attempts: int) -> float:
+        """Seconds a chunk that has failed `attempts` times waits before its next automatic retry."""
+        return min(self.cooldown_max, self.cooldown_base * 2.0 ** min(max(attempts, 1) - 1, 60))
+
+    def params(self) -> dict[str, float | int]:
+        return {
+            "max_attempts": self.max_attempts,
+            "cooldown_base": self.cooldown_base,
+            "cooldown_max": self.cooldown_max,
+        }
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,12 @@ class QueueStatus:
     in_progress: int
     stale_leases: int
     other_model: int = 0  # embedded by another model than the configured one (inside `embedded`)
+    # Schema version 6 (embq_status_v3), under the RetryRule asked for: cooling_down + quarantined = failed.
+    cooling_down: int = 0  # failed fewer than max_attempts times: a watcher retries them after their cooldown
+    retry_due: int = 0  # of those, the ones whose cooldown has passed
+    quarantined: int = 0  # failed max_attempts times or more: only --retry-only takes them
+    oldest_pending_age_seconds: float | None = None  # the oldest chunk waiting for a vector (pending or in progress)
+    next_retry_at: datetime | None = None  # when the next cooled-down retry is due
 
     @property
     def percent_embedded(self) -> float:
@@ -202,6 +231,7 @@ class ClaimFilter:
     doc_id: str | None = None
     failed_before: datetime | None = None  # FAILED mode: only failures older than the run's start
     dead_owners: tuple[str, ...] = ()  # workers known dead: their leases count as expired
+    retry: RetryRule = field(default_factory=RetryRule)  # DUE mode: which failed chunks are due
     model_id: str | None = None  # the claimer's model: a model migration's shadow queue refuses another
 
 
@@ -239,10 +269,15 @@ class ChunkStore(Protocol):
         ...
 
     async def status(
-        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+        self,
+        doc_id: str | None = None,
+        *,
+        model_id: str | None = None,
+        dead_owners: Sequence[str] = (),
+        retry: RetryRule | None = None,
     ) -> QueueStatus:
         """Exact counts; with `model_id`, also the vectors of another model; leases of `dead_owners`
-        count as stale."""
+        count as stale; failed chunks split into cooling down and quarantined by `retry` (default RetryRule())."""
         ...
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]: ...

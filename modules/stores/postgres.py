@@ -18,6 +18,7 @@ import psycopg
 from pgvector.psycopg.vector import register_vector_info
 from psycopg.rows import TupleRow, dict_row
 from psycopg.types import TypeInfo
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from modules.errors import (
@@ -47,12 +48,14 @@ from modules.stores.base import (
     QueueStatus,
     RepairResult,
     RepairRow,
+    RetryRule,
     SavedDocument,
     SaveMode,
     SearchHit,
     TableAccess,
 )
 from modules.stores.migrations import upgrade
+from modules.stores.ops_queries import OperationsQueries, queue_status
 from modules.stores.rows import batch_job, batch_job_summary, model_migration
 from modules.stores.sql_templates import (
     EXTENSION_FILE,
@@ -81,12 +84,17 @@ _SHADOW_STATEMENTS = (
 )
 
 
+def transaction_pooler(conninfo: str) -> bool:
+    """Whether the connection goes through a transaction-mode pooler (no prepared statements, no LISTEN)."""
+    return _needs_no_prepare(conninfo)
+
+
 def _needs_no_prepare(conninfo: str) -> bool:
     # Transaction-mode poolers (Supabase's Supavisor on 6543, pgbouncer) can't keep prepared statements.
     return ":6543" in conninfo or "pooler.supabase.com" in conninfo or "pgbouncer=true" in conninfo
 
 
-class PostgresStore:
+class PostgresStore(OperationsQueries):
     def __init__(
         self,
         conninfo: str,
@@ -230,10 +238,6 @@ class PostgresStore:
         return view
 
     @property
-    def conninfo(self) -> str:
-        return self._conninfo
-
-    @property
     def sql_context(self) -> SqlContext:
         if self._context is None:
             raise StoreError("the store is not prepared; call prepare() first")
@@ -265,6 +269,18 @@ class PostgresStore:
         rows = await self._fetch(name, params)
         return rows[0]
 
+    async def _ops_rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._fetch(name, {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()})
+
+    @property
+    def conninfo(self) -> str:
+        """The connection string (with its password): for a connection of its own, e.g. LISTEN."""
+        return self._conninfo
+
+    @property
+    def tables(self) -> TableNames:
+        return self._tables
+
     # --- queue operations --------------------------------------------------------------------
 
     async def claim(self, worker: str, limit: int, lease_seconds: int, where: ClaimFilter) -> list[Chunk]:
@@ -278,6 +294,7 @@ class PostgresStore:
                 "doc_id": where.doc_id,
                 "failed_before": where.failed_before,
                 "dead_owners": list(where.dead_owners),
+                **where.retry.params(),
                 "model": where.model_id,
             },
         )
@@ -340,10 +357,18 @@ class PostgresStore:
             await self._fetch("release", {"worker": worker, "ids": list(chunk_ids)})
 
     async def status(
-        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+        self,
+        doc_id: str | None = None,
+        *,
+        model_id: str | None = None,
+        dead_owners: Sequence[str] = (),
+        retry: RetryRule | None = None,
     ) -> QueueStatus:
-        row = await self._one("status", {"doc_id": doc_id, "model": model_id, "dead_owners": list(dead_owners)})
-        return QueueStatus(**{k: int(v) for k, v in row.items()})
+        row = await self._one(
+            "status",
+            {"doc_id": doc_id, "model": model_id, "dead_owners": list(dead_owners), **(retry or RetryRule()).params()},
+        )
+        return queue_status(row)
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
         rows = await self._fetch("status_by_document", {"limit": limit})

@@ -21,15 +21,16 @@ from modules.settings import TableNames
 EXTENSION_FILE = "extension.sql"
 HOST_TABLES_FILE = "host_tables.sql"
 SCHEMA_FILE = "schema.sql"
-FUNCTION_FILES = (
+FUNCTION_FILES = (  # grants.sql covers all
     "queue.sql",
     "repair.sql",
     "knowledge.sql",
+    "operations.sql",
     "batch.sql",
     "model_migration.sql",
     "security.sql",
     "grants.sql",
-)  # grants.sql covers all
+)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\d+(,\d+)?\))?(\[\])?$")
@@ -87,6 +88,10 @@ class SqlContext:
             "embedding_next": quote_identifier(t.embedding_column + "_next"),
             "embedding_next_name": t.embedding_column + "_next",
             "cutover_lock": str(CUTOVER_LOCK),
+            "runs_table": f"{schema}.{quote_identifier('embq_runs')}",
+            "workers_table": f"{schema}.{quote_identifier('embq_workers')}",
+            "alerts_table": f"{schema}.{quote_identifier('embq_alerts')}",
+            "notify_channel": notify_channel(t),
             "content": quote_identifier(t.content_column),
             "content_name": t.content_column,
             "embedding": quote_identifier(t.embedding_column),
@@ -95,9 +100,18 @@ class SqlContext:
             "index_pending": quote_identifier(f"{index_base}_embq_pending_idx"),
             "index_failed": quote_identifier(f"{index_base}_embq_failed_idx"),
             "index_doc": quote_identifier(f"{index_base}_embq_doc_idx"),
+            "index_queued": quote_identifier(f"{index_base}_embq_queued_idx"),
             "id_type": checked_type(self.id_type),
             "doc_id_type": checked_type(self.doc_id_type),
         }
+
+
+def notify_channel(tables: TableNames) -> str:
+    """The LISTEN/NOTIFY channel the chunks table's trigger announces new pending chunks on (schema version 6):
+    one per chunks table, a plain identifier, so a watcher of another table is not woken."""
+    channel = f"{tables.chunks[:40]}_embq_pending"
+    quote_identifier(channel)  # validated like every templated name
+    return channel
 
 
 # The search_path every queue function runs with: pg_catalog (which no ordinary role can create objects in)

@@ -60,12 +60,14 @@ from modules.stores.base import (
     QueueStatus,
     RepairResult,
     RepairRow,
+    RetryRule,
     SavedDocument,
     SaveMode,
     SearchHit,
     TableAccess,
 )
 from modules.stores.migrations import RELEASED_V1, latest_version
+from modules.stores.ops_queries import OperationsQueries, queue_status
 from modules.stores.rows import batch_job, batch_job_summary, model_migration
 
 log = get_logger(__name__)
@@ -122,7 +124,7 @@ def key_role(key: str) -> str | None:
     return role if isinstance(role, str) else None
 
 
-class SupabaseStore:
+class SupabaseStore(OperationsQueries):
     def __init__(
         self,
         url: str,
@@ -339,6 +341,16 @@ class SupabaseStore:
         details = f" ({self._scrub(str(exc.details))})" if exc.details else ""
         return StoreError(f"Supabase RPC {function} failed ({said}){details}")
 
+    async def _ops_rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One function of operations.sql (embq_<name>), its answer as rows: a set-returning function's JSON
+        array of objects, or a scalar function's value as the one row {"value": value}."""
+        data = await self._rpc(
+            f"embq_{name}", {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
+        )
+        if isinstance(data, list):
+            return [r if isinstance(r, dict) else {"value": r} for r in data]
+        return [{"value": data}]
+
     def _log_retry(self, function: str) -> Any:
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
@@ -368,7 +380,7 @@ class SupabaseStore:
         # One call, never paged: each call leases what it returns. A claim whose answer is lost (and so
         # retried) leaves its chunks leased to this worker until the lease expires; none is lost.
         rows = await self._rpc(
-            "embq_claim_v2",
+            "embq_claim_v3",
             {
                 "p_worker": worker,
                 "p_limit": limit,
@@ -377,6 +389,7 @@ class SupabaseStore:
                 "p_doc_id": where.doc_id,
                 "p_failed_before": where.failed_before.isoformat() if where.failed_before else None,
                 "p_dead_owners": list(where.dead_owners),
+                **{f"p_{k}": v for k, v in where.retry.params().items()},
             },
         )
         return [
@@ -449,12 +462,23 @@ class SupabaseStore:
             await self._rpc("embq_release", {"p_worker": worker, "p_ids": list(chunk_ids)})
 
     async def status(
-        self, doc_id: str | None = None, *, model_id: str | None = None, dead_owners: Sequence[str] = ()
+        self,
+        doc_id: str | None = None,
+        *,
+        model_id: str | None = None,
+        dead_owners: Sequence[str] = (),
+        retry: RetryRule | None = None,
     ) -> QueueStatus:
         rows = await self._rpc(
-            "embq_status_v2", {"p_doc_id": doc_id, "p_model": model_id, "p_dead_owners": list(dead_owners)}
+            "embq_status_v3",
+            {
+                "p_doc_id": doc_id,
+                "p_model": model_id,
+                "p_dead_owners": list(dead_owners),
+                **{f"p_{k}": v for k, v in (retry or RetryRule()).params().items()},
+            },
         )
-        return QueueStatus(**{k: int(v) for k, v in rows[0].items()})
+        return queue_status(rows[0])
 
     async def status_by_document(self, limit: int = 50) -> list[DocumentStatus]:
         rows = await self._rows("embq_status_by_document", {"p_limit": limit}, limit)

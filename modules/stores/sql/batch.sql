@@ -1,4 +1,4 @@
--- The Batch API route: jobs tracked in the database (see migrations/0006_batch_jobs.sql). Same
+-- The Batch API route: jobs tracked in the database (see migrations/0007_batch_jobs.sql). Same
 -- templating rules as queue.sql.
 
 -- Lease up to p_limit chunks to a new Batch API job, in one transaction with the job's row: the chunks

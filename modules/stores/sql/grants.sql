@@ -30,14 +30,18 @@ BEGIN
         GRANT SELECT ON {{migrations_table}} TO service_role;
         GRANT SELECT, INSERT, UPDATE, DELETE ON {{batch_jobs}} TO service_role;
         GRANT SELECT, INSERT, UPDATE, DELETE ON {{model_migrations}} TO service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON {{runs_table}}, {{workers_table}}, {{alerts_table}} TO service_role;
     END IF;
-    -- The cache and the version table are the queue's own: not for the public API roles at all.
+    -- The cache, the version table, the run history, the watchers and the alerts are the queue's own: not for
+    -- the public API roles at all.
     FOREACH role_name IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{cache}}', role_name);
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{migrations_table}}', role_name);
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{batch_jobs}}', role_name);
             EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', '{{model_migrations}}', role_name);
+            EXECUTE format('REVOKE ALL ON TABLE %s, %s, %s FROM %I',
+                           '{{runs_table}}', '{{workers_table}}', '{{alerts_table}}', role_name);
         END IF;
     END LOOP;
 END

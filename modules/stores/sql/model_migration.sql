@@ -1,4 +1,4 @@
--- Model migration (see migrations/0007_model_migration.sql and modules/engine/migration.py): the new
+-- Model migration (see migrations/0008_model_migration.sql and modules/engine/migration.py): the new
 -- model's vectors fill shadow columns of the chunks table ({{embedding_next}}, embedding_model_next,
 -- content_hash_next, embedded_at_next, embedded_by_next) while search keeps reading {{embedding}}; the
 -- cut-over swaps them in one transaction. The shadow columns, the shadow queue table {{next_queue}}

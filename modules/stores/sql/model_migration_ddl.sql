@@ -182,6 +182,9 @@ WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = '{{chunks_regclass}}'
   AND NOT (d.classid = 'pg_class'::regclass
            AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = d.objid))
   AND d.deptype IN ('n', 'a')
+  -- our own wake-up trigger: the swap makes it again on the new columns
+  AND NOT (d.classid = 'pg_trigger'::regclass
+           AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.oid = d.objid AND t.tgname = 'embq_pending_notify'))
 ORDER BY 1;
 
 -- name: column_indexes --
@@ -235,6 +238,8 @@ FROM {{next_queue}} n
 WHERE c.id = n.chunk_id::{{id_type}} AND n.failed_at IS NOT NULL;
 
 -- name: swap_columns --
+-- The watcher's wake-up trigger names the vector column: dropped with it and made again on the new one.
+DROP TRIGGER IF EXISTS embq_pending_notify ON {{chunks}};
 DROP TRIGGER IF EXISTS embq_next_forget ON {{chunks}};
 DROP TRIGGER IF EXISTS embq_next_enqueue ON {{chunks}};
 DROP FUNCTION IF EXISTS {{schema}}.embq_next_forget();
@@ -250,6 +255,10 @@ ALTER TABLE {{chunks}} RENAME COLUMN embedding_model_next TO embedding_model;
 ALTER TABLE {{chunks}} RENAME COLUMN content_hash_next TO content_hash;
 ALTER TABLE {{chunks}} RENAME COLUMN embedded_at_next TO embedded_at;
 ALTER TABLE {{chunks}} RENAME COLUMN embedded_by_next TO embedded_by;
+CREATE TRIGGER embq_pending_notify
+    BEFORE INSERT OR UPDATE OF {{content}}, {{embedding}} ON {{chunks}}
+    FOR EACH ROW WHEN (NEW.{{embedding}} IS NULL)
+    EXECUTE FUNCTION {{schema}}.embq_on_pending();
 
 -- name: swap_queue_state --
 -- The live queue's leases, attempts and failures were the old model's: cleared. (No run of the old

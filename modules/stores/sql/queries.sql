@@ -6,10 +6,10 @@
 SELECT dimensions, id_type, doc_id_type FROM {{schema}}.embq_column_info();
 
 -- name: claim --
--- Lease chunks to a worker (dead workers' leases count as expired).
+-- Lease chunks to a worker (dead workers' leases count as expired; mode 'due': the watcher's).
 SELECT id, doc_id, chunk_index, content, title, attempts
-FROM {{schema}}.embq_claim_v2(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s,
-                              %(dead_owners)s);
+FROM {{schema}}.embq_claim_v3(%(worker)s, %(limit)s, %(lease_seconds)s, %(mode)s, %(doc_id)s, %(failed_before)s,
+                              %(dead_owners)s, %(max_attempts)s, %(cooldown_base)s, %(cooldown_max)s);
 
 -- name: complete --
 -- Store a batch of vectors and mark the chunks done (only those the worker still holds).
@@ -45,9 +45,11 @@ SELECT name, type FROM {{schema}}.embq_queue_columns();
 SELECT {{schema}}.embq_release(%(worker)s, %(ids)s) AS released;
 
 -- name: status --
--- Exact counts, for all chunks or one document, with vectors of another model.
-SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model
-FROM {{schema}}.embq_status_v2(%(doc_id)s, %(model)s, %(dead_owners)s);
+-- Exact counts, for all chunks or one document, with vectors of another model, cooling down and quarantined.
+SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model, cooling_down, retry_due,
+       quarantined, oldest_pending_age_seconds, next_retry_at
+FROM {{schema}}.embq_status_v3(%(doc_id)s, %(model)s, %(dead_owners)s, %(max_attempts)s, %(cooldown_base)s,
+                               %(cooldown_max)s);
 
 -- name: status_by_document --
 -- Counts per document, most pending first.
@@ -104,6 +106,83 @@ FROM {{schema}}.embq_search_v3(%(query)b, %(limit)s, %(model)s);
 -- name: table_access --
 -- Whether Supabase's API roles can read the host tables.
 SELECT table_name, role_name, can_select, row_security, policies FROM {{schema}}.embq_table_access();
+
+-- ==== operations (schema version 6): each statement is named after its function, less "embq_", and takes the
+-- function's own argument names, so that both stores pass the same parameters (modules/stores/operations.py).
+
+-- name: watch_probe --
+-- Is a chunk waiting to be claimed, and when is the next cooled-down retry due.
+SELECT has_pending, next_retry_at, server_now
+FROM {{schema}}.embq_watch_probe(%(p_dead_owners)s, %(p_max_attempts)s, %(p_cooldown_base)s, %(p_cooldown_max)s);
+
+-- name: run_record --
+-- One row of run history.
+SELECT {{schema}}.embq_run_record(%(p_kind)s, %(p_worker)s, %(p_scope)s, %(p_doc_id)s, %(p_run_limit)s,
+    %(p_seconds)s, %(p_runs)s, %(p_embedded)s, %(p_failed)s, %(p_cache_hits)s, %(p_api_calls)s, %(p_rate_limited)s,
+    %(p_tokens)s, %(p_cost_usd)s, %(p_outcome)s, %(p_exit_code)s, %(p_model)s) AS id;
+
+-- name: runs_recent --
+-- The last rows of the run history.
+SELECT id, kind, worker, scope, doc_id, run_limit, started_at, ended_at, runs, embedded, failed, cache_hits,
+       api_calls, rate_limited, tokens, cost_usd, outcome, exit_code, model
+FROM {{schema}}.embq_runs_recent(%(p_limit)s);
+
+-- name: runs_series --
+-- The run history in time buckets.
+SELECT bucket, embedded, failed, api_calls, rate_limited, tokens
+FROM {{schema}}.embq_runs_series(%(p_since)s, %(p_bucket_seconds)s);
+
+-- name: runs_totals --
+-- Sums of the run history since a time.
+SELECT runs, embedded, failed, api_calls, rate_limited, tokens, cost_usd, cost_rows
+FROM {{schema}}.embq_runs_totals(%(p_since)s);
+
+-- name: worker_report --
+-- A watcher's heartbeat.
+SELECT {{schema}}.embq_worker_report(%(p_worker)s, %(p_kind)s, %(p_host)s, %(p_wake)s, %(p_metrics)s,
+    %(p_outcome)s) AS now;
+
+-- name: worker_stop --
+-- Watchers stopped (or found dead).
+SELECT {{schema}}.embq_worker_stop(%(p_workers)s, %(p_exit_code)s, %(p_outcome)s) AS stopped;
+
+-- name: workers_list --
+-- Watchers running and recently stopped.
+SELECT worker, kind, host, wake, metrics, started_at, heartbeat_at, stopped_at, exit_code, last_run_at,
+       last_outcome, silent_seconds
+FROM {{schema}}.embq_workers_list(%(p_recent_seconds)s);
+
+-- name: health --
+-- What the alert rules read.
+SELECT sample_runs, sample_embedded, sample_failed, last_outcome, last_outcome_at, last_outcome_worker,
+       oldest_pending_age_seconds, silent_watchers, active_watchers, server_now
+FROM {{schema}}.embq_health(%(p_window_minutes)s, %(p_last_runs)s, %(p_silence_seconds)s);
+
+-- name: alert_raise --
+-- Open (or keep open) an incident.
+SELECT id, opened FROM {{schema}}.embq_alert_raise(%(p_key)s, %(p_kind)s, %(p_summary)s, %(p_details)s);
+
+-- name: alert_settle --
+-- Clear and resolve the incidents whose condition no longer holds.
+SELECT {{schema}}.embq_alert_settle(%(p_firing)s, %(p_cooldown_seconds)s) AS resolved;
+
+-- name: alert_claim --
+-- Take the notifications to send.
+SELECT id, alert_key, kind, summary, details, opened_at, resolved_at, state
+FROM {{schema}}.embq_alert_claim(%(p_retry_seconds)s);
+
+-- name: alert_delivered --
+-- A notification was delivered.
+SELECT {{schema}}.embq_alert_delivered(%(p_id)s, %(p_state)s) AS delivered;
+
+-- name: alerts_list --
+-- Open incidents, then the latest resolved.
+SELECT id, alert_key, kind, summary, details, opened_at, resolved_at, fired_sent_at, resolved_sent_at
+FROM {{schema}}.embq_alerts_list(%(p_limit)s);
+
+-- name: prune --
+-- Forget old history, incidents and watchers.
+SELECT {{schema}}.embq_prune(%(p_days)s) AS deleted;
 
 -- name: batch_claim --
 -- Create a Batch API job and lease chunks to it, in one transaction.
@@ -183,7 +262,9 @@ SELECT owner, chunks, expires_at FROM {{schema}}.embq_next_lease_owners();
 SELECT {{schema}}.embq_next_release(%(worker)s, %(ids)s) AS released;
 
 -- name: next_status --
-SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model
+-- (The shadow queue has no cooldowns: a migration's failures are retried by --migrate-to --retry-only.)
+SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model, 0 AS cooling_down, 0 AS retry_due,
+       0 AS quarantined, NULL::double precision AS oldest_pending_age_seconds, NULL::timestamptz AS next_retry_at
 FROM {{schema}}.embq_next_status(%(doc_id)s, %(model)s, %(dead_owners)s);
 
 -- name: next_batch_claim --

@@ -45,6 +45,72 @@ CREATE TABLE IF NOT EXISTS {{migrations_table}} (
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- ==== version 6: operations (see migrations/0006_operations.sql) ====
+
+-- When a chunk became pending (inserted, or its text or vector changed to need an embedding): set by the
+-- trigger of operations.sql; the age of the oldest pending chunk is measured from it.
+ALTER TABLE {{chunks}} ADD COLUMN IF NOT EXISTS embedding_queued_at timestamptz DEFAULT now();
+CREATE INDEX IF NOT EXISTS {{index_queued}} ON {{chunks}} (embedding_queued_at)
+    WHERE {{embedding}} IS NULL AND embedding_failed_at IS NULL;
+
+-- Run history: one row per run, and one per period of a watcher in which it did something.
+CREATE TABLE IF NOT EXISTS {{runs_table}} (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind          text NOT NULL,               -- run (a CLI or library run) or watch (a watcher's period)
+    worker        text NOT NULL,               -- host:pid:random
+    scope         text NOT NULL,               -- pending, failed (--retry-only), or watch
+    doc_id        text,
+    run_limit     integer,
+    started_at    timestamptz NOT NULL,
+    ended_at      timestamptz NOT NULL DEFAULT now(),
+    runs          integer NOT NULL DEFAULT 1,  -- runs of the orchestrator this row adds up
+    embedded      integer NOT NULL DEFAULT 0,
+    failed        integer NOT NULL DEFAULT 0,
+    cache_hits    integer NOT NULL DEFAULT 0,
+    api_calls     integer NOT NULL DEFAULT 0,
+    rate_limited  integer NOT NULL DEFAULT 0,  -- 429s
+    tokens        bigint NOT NULL DEFAULT 0,
+    cost_usd      double precision,            -- NULL: not known
+    outcome       text NOT NULL,               -- ok, failed, api_unavailable, stopped, error
+    exit_code     integer,                     -- the CLI's exit code; NULL for a watcher's period that is not its last
+    model         text
+);
+CREATE INDEX IF NOT EXISTS embq_runs_ended_idx ON {{runs_table}} (ended_at);
+
+-- Watchers: who is running, since when, and when each last reported (its heartbeat).
+CREATE TABLE IF NOT EXISTS {{workers_table}} (
+    worker        text PRIMARY KEY,
+    kind          text NOT NULL,
+    host          text,
+    wake          text,                        -- listen (LISTEN/NOTIFY) or poll
+    metrics       text,                        -- host:port of its /metrics, if it serves one
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    stopped_at    timestamptz,
+    exit_code     integer,
+    last_run_at   timestamptz,
+    last_outcome  text
+);
+
+-- Alerts: one row per incident, so that several processes send each alert once.
+CREATE TABLE IF NOT EXISTS {{alerts_table}} (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_key         text NOT NULL,           -- success_rate, backlog_age, api_unavailable, watcher_silent:<worker>
+    kind              text NOT NULL,
+    summary           text NOT NULL,
+    details           jsonb NOT NULL DEFAULT '{}',
+    opened_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    clear_since       timestamptz,             -- the condition has been clear since then
+    resolved_at       timestamptz,
+    fired_sent_at     timestamptz,
+    resolved_sent_at  timestamptz,
+    send_claimed_at   timestamptz              -- a process is sending it now (or tried then)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS embq_alerts_open_idx ON {{alerts_table}} (alert_key) WHERE resolved_at IS NULL;
+
+-- ==== version 7: the Batch API route (see migrations/0007_batch_jobs.sql) ====
+
 -- Batch API jobs (see batch.sql): which chunks each carries, where it stands, and how it ended. A job's
 -- chunks are leased to 'batch:<id>' while it runs; the row is what lets any later run pick it up by name.
 CREATE TABLE IF NOT EXISTS {{batch_jobs}} (
@@ -69,6 +135,8 @@ CREATE TABLE IF NOT EXISTS {{batch_jobs}} (
     released          integer,
     error             text
 );
+
+-- ==== version 8: model migration (see migrations/0008_model_migration.sql) ====
 
 -- Model migrations (see model_migration.sql): one row per migration from the model the vector column
 -- holds to another; the last one cut over says which model that is. At most one fills at a time.

@@ -11,6 +11,9 @@ ALTER TABLE {{cache}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{migrations_table}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{batch_jobs}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {{model_migrations}} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{runs_table}} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{workers_table}} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {{alerts_table}} ENABLE ROW LEVEL SECURITY;
 
 -- The host tables, when the queue created them and nobody uses them yet: exactly what host_tables.sql
 -- (and the Supabase file of version 1) creates, a documents table of (id, name, type, created_at) whose

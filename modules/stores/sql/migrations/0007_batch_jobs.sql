@@ -1,5 +1,5 @@
--- supabase: 20261130000006
--- Version 6: the Batch API route (see migrations/0002's header for the rules). A job's row says which
+-- supabase: 20261130000007
+-- Version 7: the Batch API route (see migrations/0002's header for the rules). A job's row says which
 -- chunks it carries (leased to 'batch:<job id>' for 49 hours), where it stands and how it ended, so that
 -- a crash, a kill or a restart never submits the same chunks twice and never loses a finished job: the
 -- next run picks the job up by its name and ingests its results.
@@ -226,4 +226,4 @@ BEGIN
 END
 $grants$;
 
-INSERT INTO {{migrations_table}} (version, name) VALUES (6, 'batch_jobs') ON CONFLICT (version) DO NOTHING;
+INSERT INTO {{migrations_table}} (version, name) VALUES (7, 'batch_jobs') ON CONFLICT (version) DO NOTHING;
