@@ -78,6 +78,13 @@ class NoopEmbedder:
     async def embed_query(self, text: str) -> Any:
         return self._pool[:1].copy()
 
+    @property
+    def input_format(self) -> str:
+        return "{text}"
+
+    def framing_tokens(self, title: str | None) -> int:
+        return 0
+
     def estimate_tokens(self, text: str) -> int:
         from modules.text import estimate_tokens
 

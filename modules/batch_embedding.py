@@ -196,7 +196,6 @@ class BatchEmbeddingGenerator:
                 worker=self.worker,
                 lease_seconds=self.settings.lease_seconds,
                 retry_batch_size=self.retry_batch_size,
-                use_title=self.settings.use_title,
                 lanes=self.lanes,
                 secrets=tuple(self.settings.secrets()),
             ),
@@ -271,6 +270,8 @@ class BatchEmbeddingGenerator:
             max_input_tokens=s.max_input_tokens,
             overlong=s.overlong,
             estimate_tokens=self.embedder.estimate_tokens,
+            framing_tokens=self.embedder.framing_tokens,
+            input_format=self.embedder.input_format,
         )
 
     async def _describe_target(self, doc_id: str | None, retry_failed: bool) -> str:

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
+from modules.embedding_models import model_info
+
 GEMINI_MAX_BATCH = 100  # batchEmbedContents refuses more than 100 texts per call
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 TASK_TYPES = (
@@ -282,7 +284,11 @@ class Settings:
         example="gemini",
     )
     model: str = setting(
-        "gemini-embedding-001", "EMBEDDING_MODEL", model_name(), "provider", "The Gemini embedding model."
+        "gemini-embedding-001",
+        "EMBEDDING_MODEL",
+        model_name(),
+        "provider",
+        "The Gemini embedding model: gemini-embedding-001, or gemini-embedding-2 (another vector space: re-embed).",
     )
     dimensions: int = setting(
         768,
@@ -296,10 +302,14 @@ class Settings:
         "EMBEDDING_TASK_TYPE",
         choice(*TASK_TYPES),
         "provider",
-        "Task the stored vectors are made for (models that take task types).",
+        "Task the stored vectors are made for: a field for gemini-embedding-001, written into the text for -2.",
     )
     use_title: bool = setting(
-        True, "EMBEDDING_USE_TITLE", boolean(), "provider", "Send the document's name as each chunk's title."
+        True,
+        "EMBEDDING_USE_TITLE",
+        boolean(),
+        "provider",
+        "Send the document's name as each chunk's title (a field for gemini-embedding-001, in the text for -2).",
     )
 
     database_url: Secret | None = setting(
@@ -458,11 +468,13 @@ class Settings:
         "Seconds one API call may take before it counts as a timeout.",
     )
     max_input_tokens: int = setting(
-        2048,
+        0,  # 0: not set; the model's own limit is filled in when the settings are validated
         "EMBEDDING_MAX_INPUT_TOKENS",
         integer(1, 1_000_000),
         "batching",
-        "The model's input limit in tokens (estimated locally).",
+        "Input limit per text in tokens (estimated locally); a longer text is cut or failed (EMBEDDING_OVERLONG).",
+        shown_default="the model's: 2048 for gemini-embedding-001, 8192 for gemini-embedding-2",
+        example="",
     )
     overlong: OverlongPolicy = setting(
         "truncate",
@@ -484,7 +496,7 @@ class Settings:
         "EMBEDDING_CACHE",
         boolean(),
         "batching",
-        "Reuse vectors for identical (normalized) text under the same model, dimension, task type and title.",
+        "Reuse vectors for identical (normalized) text under the same model, dimension, task, title and format.",
     )
 
     log_file: Path = setting(
@@ -637,6 +649,14 @@ def _validated(s: Settings) -> Settings:
         )
     if s.supabase_url and not s.supabase_key and not s.database_url:
         raise SettingsError("SUPABASE_KEY", "SUPABASE_URL is set but SUPABASE_KEY (the service-role key) is not")
+    model = model_info(s.model)
+    if provider == "gemini" and not model.allows_dimensions(s.dimensions):
+        recommended = " / ".join(str(d) for d in model.recommended_dimensions)
+        raise SettingsError(
+            "EMBEDDING_DIMENSIONS",
+            f"{s.model} outputs {model.min_dimensions} to {model.max_dimensions} dimensions, not {s.dimensions} "
+            f"(Google recommends {recommended}); the vector column must have the same",
+        )
     if s.chunk_overlap_chars >= s.chunk_target_chars:
         raise SettingsError(
             "CHUNK_OVERLAP_CHARS",
@@ -647,6 +667,7 @@ def _validated(s: Settings) -> Settings:
         provider=provider,
         supabase_url=s.supabase_url.rstrip("/") if s.supabase_url else None,
         embedded_pg_dir=s.embedded_pg_dir.resolve(),
+        max_input_tokens=s.max_input_tokens or model.max_input_tokens,
     )
 
 

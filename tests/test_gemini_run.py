@@ -53,9 +53,8 @@ async def test_happy_path_1000_chunks_take_exactly_100_calls(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
     await seed_chunks(database_url, corpus(1000, docs=10))
-    # Without titles every batch is one call; with them, a batch that concurrent claims happened to
-    # spread over two documents is one call per title.
-    stats, status = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_USE_TITLE="false"))
+    # With titles (the default) as without: a batch is one call, whatever documents it spans.
+    stats, status = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10))
     assert (stats.embedded, stats.failed, stats.api_calls) == (1000, 0, 100)
     assert simulator.stats.successful_calls == 100
     assert simulator.stats.max_batch_seen == 10
@@ -196,11 +195,11 @@ async def test_retry_only_touches_only_failed_chunks(
     assert (status.pending, status.failed, status.embedded) == (1, 0, 10)
 
 
-async def test_a_batch_spanning_two_documents_never_resends_the_part_that_succeeded(
+async def test_a_poison_chunk_in_a_batch_spanning_two_documents_fails_alone(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
-    # One batch of 10 holds doc A (5 chunks) and doc B (5 chunks): one call per title. B's call fails
-    # (a poison chunk); A's texts, already embedded, must not be sent again.
+    # One batch of 10 holds doc A (5 chunks) and doc B (5 chunks): one call, which fails (a poison chunk
+    # in B). Re-run in 5s, A's half is embedded once and only B's half is re-run one by one.
     simulator.config.poison_marker = "☠"
     await seed_chunks(
         database_url,

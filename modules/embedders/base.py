@@ -39,8 +39,18 @@ class Embedder(Protocol):
         """The most texts one call may carry."""
         ...
 
+    @property
+    def input_format(self) -> str:
+        """How a document's text is put to the model, as a template of {title} and {text} ("{text}":
+        as it is). Part of the cache key: another format gives other vectors."""
+        ...
+
+    def framing_tokens(self, title: str | None) -> int:
+        """Estimated tokens the format adds around a document's text (0 when it goes as it is)."""
+        ...
+
     async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
-        """Embed every request in one API call (or as few as the API allows), vectors in input order."""
+        """Embed every request in one API call, each with its own title; vectors in input order."""
         ...
 
     async def embed_query(self, text: str) -> Vectors:

@@ -1,7 +1,19 @@
 """Embedder on Google's Gemini API through the official `google-genai` SDK (async).
 
-One `batchEmbedContents` call per batch (the SDK sends every embed_content call that way). The SDK
-retries nothing by default and ignores RetryInfo, so this adapter only translates what happened
+One `batchEmbedContents` call per batch, whatever the model and whatever documents the batch spans:
+- every text goes as its own `Content` (one text part). A plain list of strings would do for
+  gemini-embedding-001, but for gemini-embedding-2 the SDK folds a list of strings into ONE Content of
+  many parts (`t_is_multimodal_embedding_model` -> `t_contents`), which the API answers with one
+  fused vector; a list of Contents stays one request, and one vector, per text for every model;
+- each text is put to the model as the model table says (`modules.embedding_models`): for
+  gemini-embedding-001 the task type and the document's title as API fields, for gemini-embedding-2
+  written into the text (`title: ... | text: ...`, `task: search result | query: ...`);
+- the SDK takes one title per call (`EmbedContentConfig.title`), so per-item titles go through
+  `HttpOptions(extra_body={"requests": [...]})`, which the SDK merges into the body it built; lists
+  are replaced, not merged, so it carries the complete request list, each item as the SDK would
+  have built it plus its own title.
+
+The SDK retries nothing by default and ignores RetryInfo, so this adapter only translates what happened
 into the error classes of `modules.errors`; how often to retry and how to split is the
 orchestrator's business. What it guards itself, because the SDK does not:
 
@@ -28,6 +40,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from modules.embedders.base import EmbedRequest, Vectors, checked_vectors
+from modules.embedding_models import model_info
 from modules.errors import (
     EmbeddingError,
     PermanentEmbeddingError,
@@ -51,9 +64,10 @@ class GeminiEmbedder:
         if settings.google_api_key is None:
             raise ProviderConfigError("GOOGLE_API_KEY is not set")
         self._model = settings.model
+        self._info = model_info(settings.model)
         self._dimensions = settings.dimensions
         self._task_type = settings.task_type
-        self._use_title = settings.use_title and settings.task_type == "RETRIEVAL_DOCUMENT"
+        self._use_title = settings.use_title
         self._deadline = settings.request_timeout
         self._key = settings.google_api_key.reveal()
         options = types.HttpOptions(
@@ -78,6 +92,14 @@ class GeminiEmbedder:
     def max_batch(self) -> int:
         return GEMINI_MAX_BATCH
 
+    @property
+    def input_format(self) -> str:
+        return self._info.input_format(self._task_type)
+
+    def framing_tokens(self, title: str | None) -> int:
+        framing = self._info.input_text("", self._task_type, title if self._use_title else None)
+        return estimate_tokens(framing)
+
     def estimate_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
@@ -89,35 +111,45 @@ class GeminiEmbedder:
             return np.zeros((0, self._dimensions), dtype=np.float32)
         if len(requests) > GEMINI_MAX_BATCH:
             raise PermanentEmbeddingError(f"{len(requests)} texts in one call; the API takes at most 100")
-        # The API takes one title per call, so a batch that spans documents costs one call per title.
-        parts: list[Vectors] = []
-        for title, texts in self._group_by_title(requests):
-            parts.append(await self._call(texts, title))
-        return np.vstack(parts) if len(parts) > 1 else parts[0]
+        titles = [r.title if self._use_title else None for r in requests]
+        return await self._call([r.text for r in requests], titles, self._task_type)
 
     async def embed_query(self, text: str) -> Vectors:
-        return await self._call([text], None, task_type="RETRIEVAL_QUERY")
+        return await self._call([text], [None], "RETRIEVAL_QUERY")
 
-    def _group_by_title(self, requests: Sequence[EmbedRequest]) -> list[tuple[str | None, list[str]]]:
-        groups: list[tuple[str | None, list[str]]] = []
-        for request in requests:
-            title = request.title if self._use_title else None
-            if groups and groups[-1][0] == title:
-                groups[-1][1].append(request.text)
-            else:
-                groups.append((title, [request.text]))
-        return groups
+    def request_items(self, texts: Sequence[str], titles: Sequence[str | None], task_type: str) -> list[dict[str, Any]]:
+        """The `requests` of a batchEmbedContents body, one per text, as the SDK builds them, each with
+        its own title where the model takes one as a field."""
+        info, model = self._info, f"models/{self._model}"
+        items: list[dict[str, Any]] = []
+        for text, title in zip(texts, titles, strict=True):
+            item: dict[str, Any] = {"content": {"parts": [{"text": info.input_text(text, task_type, title)}]}}
+            if info.task == "field":
+                item["taskType"] = task_type
+            title_field = info.title_field(task_type, title)
+            if title_field is not None:
+                item["title"] = title_field
+            item["outputDimensionality"] = self._dimensions
+            item["model"] = model
+            items.append(item)
+        return items
 
-    async def _call(self, texts: list[str], title: str | None, task_type: str | None = None) -> Vectors:
+    async def _call(self, texts: list[str], titles: list[str | None], task_type: str) -> Vectors:
+        items = self.request_items(texts, titles, task_type)
+        # One Content per text (never a list of strings: see the module docstring). The config says
+        # the same as the items; per-item titles, which it cannot say, come in the body's own list.
+        contents = [types.Content(parts=[types.Part(text=item["content"]["parts"][0]["text"])]) for item in items]
         config = types.EmbedContentConfig(
-            task_type=task_type or self._task_type, output_dimensionality=self._dimensions, title=title or None
+            task_type=task_type if self._info.task == "field" else None, output_dimensionality=self._dimensions
         )
+        if any("title" in item for item in items):
+            config.http_options = types.HttpOptions(extra_body={"requests": items})
         self._calls += 1
         try:
             async with asyncio.timeout(self._deadline):
                 response = await self._client.aio.models.embed_content(
                     model=self._model,
-                    contents=texts,
+                    contents=contents,
                     config=config,
                 )
         except genai_errors.APIError as exc:

@@ -64,6 +64,13 @@ class LocalEmbedder:
     def max_batch(self) -> int:
         return 100
 
+    @property
+    def input_format(self) -> str:
+        return "{text}"
+
+    def framing_tokens(self, title: str | None) -> int:
+        return 0
+
     def estimate_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 

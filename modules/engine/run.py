@@ -56,7 +56,6 @@ class RunOptions:
     worker: str  # the lease owner's name: host:pid:random
     lease_seconds: int
     retry_batch_size: int
-    use_title: bool
     lanes: int  # batches kept going at once (the pacer's adaptive limit moves below this)
     secrets: tuple[str, ...] = ()  # never stored in an error column, whatever an upstream error quoted
 
@@ -216,23 +215,14 @@ class EmbeddingRun:
             items = await self._reuse_cached(items)
         if not items:
             return
-        # The API takes one title per call: embed each document's part of the batch on its own, so a
-        # failure in one part never re-sends the others; then write the whole batch in one statement.
+        # One call for the whole batch, whatever documents it spans (each text carries its own title);
+        # then the batch is written in one statement.
         done: list[tuple[Item, Vectors]] = []
         try:
-            for group in self._title_groups(items):
-                done.extend(await self._embed_group(group))
+            await self._embed_group(items, done)
         finally:
             if done:  # even when the run stops midway, vectors already computed are kept
                 await self._write([item for item, _ in done], np.vstack([vector for _, vector in done]))
-
-    def _title_groups(self, items: Sequence[Item]) -> list[list[Item]]:
-        if not self.options.use_title:
-            return [list(items)]
-        groups: dict[str | None, list[Item]] = {}
-        for item in items:
-            groups.setdefault(item.chunk.title, []).append(item)
-        return list(groups.values())
 
     async def _reuse_cached(self, items: Sequence[Item]) -> list[Item]:
         """Write vectors already made for identical text; return the items still to embed."""
@@ -256,17 +246,19 @@ class EmbeddingRun:
         stats = self.stats
 
         async def one_call() -> Vectors:
-            stats.tokens_sent += tokens
-            return await self.embedder.embed(requests)
+            vectors = await self.embedder.embed(requests)
+            stats.tokens_sent += tokens  # what is billed: texts the API answered with vectors
+            return vectors
 
         return await call_with_retries(
             one_call, policy=self.policy, pacer=self.pacer, send=send, stats=stats, breaker=self.breaker
         )
 
-    async def _embed_group(self, items: Sequence[Item]) -> list[tuple[Item, Vectors]]:
+    async def _embed_group(self, items: Sequence[Item], done: list[tuple[Item, Vectors]]) -> None:
         """Embed a group; if it can't be, re-run it in smaller groups (10 → 5 → 1) so that one bad
-        chunk never fails its neighbours. Only a single chunk's own failure is recorded. Returns the
-        items embedded, each with its vector (one row)."""
+        chunk never fails its neighbours. Only a single chunk's own failure is recorded. Each item
+        embedded is added to `done` with its vector (one row) as soon as it is, so that a run stopped
+        midway still writes what was embedded before."""
         successes_before = self.breaker.successes
         try:
             vectors = await self._embed(items)
@@ -275,20 +267,19 @@ class EmbeddingRun:
                 raise BatchDeferred(str(exc)) from None  # the API is failing, not these chunks
             if len(items) == 1:
                 await self._record_failures([Failure(items[0].chunk.id, str(exc))])
-                return []
+                return
             retry_size = self.options.retry_batch_size
             size = retry_size if len(items) > retry_size else 1
             self.stats.splits += 1
             log.warning("✂️ %dチャンクのバッチが失敗したため%d件ずつ再処理します: %s", len(items), size, exc)
-            done: list[tuple[Item, Vectors]] = []
             for start in range(0, len(items), size):
-                done.extend(await self._embed_group(items[start : start + size]))
-            return done
+                await self._embed_group(items[start : start + size], done)
+            return
         except _STOPS_THE_RUN:
             raise
         except EmbeddingError as exc:  # an error class this run does not know: stop rather than guess
             raise RunAborted(str(exc)) from None
-        return [(item, vectors[n : n + 1]) for n, item in enumerate(items)]
+        done.extend((item, vectors[n : n + 1]) for n, item in enumerate(items))
 
     async def _write(self, items: Sequence[Item], vectors: Vectors, *, cache: bool = True) -> int:
         results = [

@@ -1,5 +1,8 @@
 """What a claimed chunk becomes before it is sent: refused (no text, or too long under the `fail`
-policy), truncated to the model's input limit, and keyed for the embedding cache."""
+policy), truncated to the model's input limit, and keyed for the embedding cache.
+
+The input limit holds for what the model is sent: the chunk's text plus the framing the embedder puts
+around it (gemini-embedding-2's `title: ... | text: ...`), so a text is cut to the limit less that."""
 
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class Item:
-    """A claimed chunk ready to send: the text actually sent (maybe truncated), its token estimate
-    and its cache key (None when the cache is off)."""
+    """A claimed chunk ready to send: its text (maybe truncated), the tokens the model is sent for it
+    (estimated, framing included) and its cache key (None when the cache is off)."""
 
     chunk: Chunk
     text: str
@@ -39,6 +42,8 @@ class Screener:
     max_input_tokens: int
     overlong: str  # "truncate" or "fail"
     estimate_tokens: Callable[[str], int]
+    framing_tokens: Callable[[str | None], int] = lambda title: 0  # what the embedder adds around a text
+    input_format: str = "{text}"  # the embedder's framing, as a template (part of the cache key)
 
     def screen(self, chunks: Sequence[Chunk]) -> tuple[list[Item], list[Failure]]:
         """Split claimed chunks into ones to send and ones that must never be sent (bad input)."""
@@ -50,22 +55,26 @@ class Screener:
             if not text.strip():
                 rejected.append(Failure(chunk.id, "empty content: the chunk has no text to embed"))
                 continue
-            tokens = self.estimate_tokens(text)
+            framing = self.framing_tokens(chunk.title if self.use_title else None)
+            tokens = self.estimate_tokens(text) + framing
             if tokens > limit:
                 if self.overlong == "fail":
                     rejected.append(Failure(chunk.id, f"text too long: about {tokens} tokens, the model takes {limit}"))
                     continue
-                text = truncate_to_tokens(text, limit, self.estimate_tokens)
+                text = truncate_to_tokens(text, max(1, limit - framing), self.estimate_tokens)
                 log.warning("✂️ チャンク %s は約%dトークンのため%dトークンに切り詰めます", chunk.id, tokens, limit)
-                tokens = self.estimate_tokens(text)
+                tokens = self.estimate_tokens(text) + framing
             ready.append(Item(chunk, text, tokens, self.cache_key(chunk, text)))
         return ready, rejected
 
     def cache_key(self, chunk: Chunk, text: str) -> str | None:
-        """Identical text (normalized) under the same model, dimension, task type and title shares one
-        vector. None when the cache is off."""
+        """Identical text (normalized) under the same model, dimension, task type, title and framing
+        shares one vector. None when the cache is off. (The framing joins the key only when there is
+        one, so keys made before it existed stay valid.)"""
         if not self.cache:
             return None
         title = (chunk.title or "") if self.use_title else ""
-        parts = (self.model_id, self.task_type, title, normalize_text(text))
+        parts: tuple[str, ...] = (self.model_id, self.task_type, title, normalize_text(text))
+        if self.input_format != "{text}":
+            parts += (self.input_format,)
         return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()

@@ -64,7 +64,8 @@ Config fields (SimulatorConfig; the same names on the command line as --kebab-ca
   (the draws come from their own generator seeded from `seed`; online fault sequences are unchanged)
 
 Stats (`sim.stats`, `GET /_sim/stats`) add to the earlier keys: rate_limits_by_kind
-(minute_requests / minute_tokens / day_requests), calls_by_model, texts_embedded_by_model and the
+(minute_requests / minute_tokens / day_requests), calls_by_model, texts_embedded_by_model,
+title_by_text (text sha256 -> the `title` field its last clean embed carried, "" for none) and the
 redirect records.
 
 Batch API (batch_api.py lists the routes; /v1 and /v1beta alike). A create answers a long-running

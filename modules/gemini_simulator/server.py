@@ -434,9 +434,10 @@ class GeminiSimulator:
             self.stats.record_fault(corruption.value)
         else:
             hashes = [text_sha256(item.text) for item in items]
+            titles = [item.title for item in items]
 
             def succeeded() -> None:
-                self.stats.record_success(hashes, model.name)
+                self.stats.record_success(hashes, model.name, titles)
 
             # counted before the answer leaves (a client that has it sees it counted), except a
             # dripped answer, which counts only if it arrives whole

@@ -19,6 +19,7 @@ class SimulatorStats:
     successful_calls: int = 0  # clean 200 answers (corrupted 200s are counted in `faults`)
     texts_embedded: int = 0  # texts in clean 200 answers
     embeds_per_text: Counter[str] = field(default_factory=Counter)  # text sha256 -> clean embeds
+    title_by_text: dict[str, str] = field(default_factory=dict)  # text sha256 -> title of its last clean embed
     status_counts: Counter[int] = field(default_factory=Counter)  # every answered HTTP status
     faults: Counter[str] = field(default_factory=Counter)  # injected: burst_503, drop, slow, nan, ...
     drops: int = 0  # connections closed without an answer
@@ -107,12 +108,16 @@ class SimulatorStats:
         with self._lock:
             self.tokens_counted += tokens
 
-    def record_success(self, text_hashes: list[str], model: str = "gemini-embedding-001") -> None:
+    def record_success(
+        self, text_hashes: list[str], model: str = "gemini-embedding-001", titles: list[str | None] | None = None
+    ) -> None:
         with self._lock:
             self.successful_calls += 1
             self.texts_embedded += len(text_hashes)
             self.embeds_per_text.update(text_hashes)
             self.texts_embedded_by_model[model] += len(text_hashes)
+            for text_hash, title in zip(text_hashes, titles or [None] * len(text_hashes), strict=True):
+                self.title_by_text[text_hash] = title or ""
 
     def record_batch_created(self, name: str, display_name: str, items: int, state: str) -> None:
         with self._lock:
@@ -160,6 +165,7 @@ class SimulatorStats:
             self.successful_calls = 0
             self.texts_embedded = 0
             self.embeds_per_text.clear()
+            self.title_by_text.clear()
             self.status_counts.clear()
             self.faults.clear()
             self.drops = 0
@@ -192,6 +198,7 @@ class SimulatorStats:
                 successful_calls=self.successful_calls,
                 texts_embedded=self.texts_embedded,
                 embeds_per_text=Counter(self.embeds_per_text),
+                title_by_text=dict(self.title_by_text),
                 status_counts=Counter(self.status_counts),
                 faults=Counter(self.faults),
                 drops=self.drops,
@@ -227,6 +234,7 @@ class SimulatorStats:
             "texts_embedded": copy.texts_embedded,
             "distinct_texts_embedded": len(copy.embeds_per_text),
             "embeds_per_text": dict(copy.embeds_per_text),
+            "title_by_text": copy.title_by_text,
             "status_counts": {str(code): n for code, n in sorted(copy.status_counts.items())},
             "rate_limited": copy.rate_limited,
             "bad_requests": copy.bad_requests,
