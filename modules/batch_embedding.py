@@ -252,7 +252,7 @@ class BatchEmbeddingGenerator:
             rpm=s.rpm,
             tpm=s.tpm,
             window_seconds=s.quota_window,
-            concurrency=lanes if not adaptive else min(4, lanes),
+            concurrency=lanes if not adaptive else 1,  # auto: one batch in flight, more when answers hold it back
             max_concurrency=lanes,
             adaptive=adaptive,
             batch_size=s.fixed_batch_size,
