@@ -21,6 +21,7 @@ from types import TracebackType
 
 from modules.embedders import make_embedder
 from modules.embedders.base import Embedder
+from modules.embedding_models import model_info
 from modules.engine.breaker import CircuitBreaker
 from modules.engine.pacing import Pacer
 from modules.engine.recovery import RetryPolicy
@@ -148,6 +149,8 @@ class BatchEmbeddingGenerator:
             total=min(selected, limit) if limit is not None else selected,
             limited=limit is not None,
             retry_only=retry_failed,
+            model=model_id,
+            usd_per_million_tokens=self.price_per_million_tokens(),
         )
         calls_before = self.embedder.calls_made()
         log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed))
@@ -233,6 +236,14 @@ class BatchEmbeddingGenerator:
             return  # the summary then speaks of this run only
         stats.scope_failed = final.failed
         stats.scope_pending = final.pending
+
+    def price_per_million_tokens(self, *, batch: bool = False) -> float | None:
+        """The configured model's list price per million input tokens (0 for the local model; None for
+        a Gemini model the table does not know)."""
+        if self.settings.provider != "gemini":
+            return 0.0
+        info = model_info(self.settings.model)
+        return info.usd_per_million_tokens_batch if batch else info.usd_per_million_tokens
 
     def _model_mix_message(self, count: int) -> str:
         t, model = self.settings.tables, self.embedder.model_id

@@ -36,6 +36,12 @@ async def test_status_json_has_the_contract_keys_and_exact_counts(database_url: 
     assert data.keys() >= STATUS_KEYS
     assert (data["total"], data["pending"], data["embedded"], data["failed"], data["in_progress"]) == (30, 30, 0, 0, 0)
     assert len(data["documents"]) == 3 and data["errors"] == []
+    # what is left, its estimated tokens and its price (the local model is free)
+    from modules.text import estimate_tokens
+
+    texts = [t for doc in corpus(30, docs=3).values() for t in doc]
+    assert data["tokens_estimate"] == sum(estimate_tokens(t) for t in texts)
+    assert (data["cost_usd"], data["cost_usd_batch"]) == (0.0, 0.0)
 
 
 async def test_run_embeds_everything_and_exits_0(database_url: str, base_env: dict[str, str], tmp_path: Path) -> None:

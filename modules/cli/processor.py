@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.cli.common import (
@@ -18,11 +19,12 @@ from modules.cli.common import (
 )
 from modules.cli.progress import show_progress
 from modules.cli.status_view import format_status, status_dict
-from modules.engine.stats import RunStats
+from modules.engine.stats import ESTIMATE_METHOD, RunStats
 from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
 from modules.logs import get_logger
 from modules.settings import Settings
 from modules.stores import open_store, store_kind
+from modules.stores.base import TextToEmbed
 from modules.stores.migrations import latest_version
 
 log = get_logger(__name__)
@@ -135,17 +137,37 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
     documents = await store.status_by_document() if args.by_document else None
     errors = await store.recent_errors() if args.errors else None
     cache = await store.cache_stats()
+    cost = cost_estimate(generator, await store.text_to_embed(args.doc_id))
     if args.json:
         extra = {
             "model": generator.embedder.model_id,
             "dimensions": generator.settings.dimensions,
             "cache_entries": cache.entries,
             "cache_hits": cache.hits,
+            **cost,
         }
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
-        print(format_status(status, documents=documents, errors=errors, cache=cache))
+        print(format_status(status, documents=documents, errors=errors, cache=cache, cost=cost))
     return EXIT_OK
+
+
+def cost_estimate(generator: BatchEmbeddingGenerator, text: TextToEmbed | None) -> dict[str, Any]:
+    """What embedding the chunks without a vector would cost: their estimated tokens at the configured
+    model's online and Batch API prices (None where the store or the price can't tell)."""
+    online = generator.price_per_million_tokens()
+    batch = generator.price_per_million_tokens(batch=True)
+    tokens = text.tokens if text is not None else None
+
+    def cost(price: float | None) -> float | None:
+        return None if tokens is None or price is None else round(tokens * price / 1_000_000, 6)
+
+    return {
+        "tokens_estimate": tokens,
+        "tokens_estimate_method": ESTIMATE_METHOD,
+        "cost_usd": cost(online),
+        "cost_usd_batch": cost(batch),
+    }
 
 
 def exit_code(stats: RunStats) -> int:

@@ -37,6 +37,7 @@ from modules.stores.base import (
     RepairResult,
     RepairRow,
     SearchHit,
+    TextToEmbed,
 )
 from modules.stores.migrations import upgrade
 from modules.stores.sql_templates import HOST_TABLES_FILE, SqlContext, named_queries, read_sql_file, render
@@ -222,6 +223,10 @@ class PostgresStore:
     async def cache_stats(self) -> CacheStats:
         row = await self._one("cache_stats", {})
         return CacheStats(int(row["entries"]), int(row["hits"]))
+
+    async def text_to_embed(self, doc_id: str | None = None) -> TextToEmbed | None:
+        row = await self._one("text_to_embed", {"doc_id": doc_id})
+        return TextToEmbed(int(row["chunks"]), int(row["tokens"]))
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
         if not failures:

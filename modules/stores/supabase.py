@@ -51,6 +51,7 @@ from modules.stores.base import (
     RepairResult,
     RepairRow,
     SearchHit,
+    TextToEmbed,
 )
 from modules.stores.migrations import RELEASED_V1, latest_version
 
@@ -400,6 +401,9 @@ class SupabaseStore:
         rows = await self._rpc("embq_cache_stats", {})
         row = rows[0] if isinstance(rows, list) else rows
         return CacheStats(int(row["entries"]), int(row["hits"]))
+
+    async def text_to_embed(self, doc_id: str | None = None) -> TextToEmbed | None:
+        return None  # there is no function for it on the REST path (one would need a migration)
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
         if not failures:
