@@ -5,7 +5,8 @@ request whatever it holds; fewer only when
   calls that fill the quota's window, of equal size (a window of 375 texts takes 4 calls of 93, not
   3 of 100 and a 75-text gap; for tokens, the calls' expected tokens leave TOKEN_SLACK free for the
   spread of their sizes), unless full calls already fill FULL_CALLS_FILL of it (a window of 420
-  texts takes 4 calls of 100, not 5 of 84: 25% more calls to fill the last 5%);
+  texts takes 4 calls of 100, not 5 of 84: 25% more calls to fill the last 5%) and the limit is
+  known (a limit still being searched is filled, or its level would never be tried);
 - answers come slower than `slow_seconds`: 30% smaller, growing back by a quarter on fast answers.
 """
 
@@ -41,13 +42,13 @@ class BatchSizer:
     def fit(self, limits: Mapping[Unit, Limit], rooms: Mapping[Unit, float], tokens_per_text: float) -> None:
         """Size calls to the known quotas: `rooms[unit]` is what the pacer lets a window hold."""
         cap = self.maximum
-        for unit in limits:
+        for unit, limit in limits.items():
             if unit == "calls":
                 continue  # a call costs one request whatever its size
             per_text = 1.0 if unit == "texts" else max(tokens_per_text, 1.0) * (1 + TOKEN_SLACK)
             room = rooms[unit]
             whole = room / (self.maximum * per_text)  # full calls a window holds
-            if math.floor(whole) / whole >= FULL_CALLS_FILL:
+            if limit.settled and math.floor(whole) / whole >= FULL_CALLS_FILL:
                 continue  # full calls fill the window well enough: fewer calls win
             cap = min(cap, max(1, math.floor(room / (math.ceil(whole) * per_text))))  # the fewest equal calls
         self.cap = cap

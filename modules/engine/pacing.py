@@ -11,30 +11,35 @@ Design (what Google states is taken as given; nothing is inferred that only one 
 2. A call counts from when its request has left, which the embedder reports (the SDK takes tens of
    milliseconds to build a request of 100 texts), so a call is let through a little before its room
    frees (3/4 of the shortest such delay of late). The next call is let through once the last one
-   has left (LEAVE_WAIT at most), so that two requests are never built at once on the one event
-   loop, each delaying the other's leaving.
+   has left (LEAVE_WAIT at most; not at all once an answer came for a request never reported leaving),
+   so that two requests are never built at once on the one event loop, each delaying the other's
+   leaving.
 3. A limit is given (EMBEDDING_RPM / EMBEDDING_TPM) or learned from a 429: its QuotaFailure names the
    quota (requests or tokens) and its limit (quotaValue). Google does not say whether a batch is one
    request or one per text: a request limit counts texts when the calls in the last window could not
    have reached it (under 3/4 of it), else calls.
 4. A 429 that names no limit (no quotaValue; or a bare 429 from a proxy or Vertex, which names no
-   quota either, so texts and tokens are both suspected) teaches a bracket: the window held `used`
-   when a call was refused, so the limit is below `used + call`. The pacer paces halfway into the
-   bracket and, after each whole window at the quota without a 429, halfway up (`quotas.Limit`).
+   quota either) teaches a bracket, in tokens for a token quota and else in texts (which serve a
+   per-call limit too): the window held `used` when a call was refused, so the limit is below
+   `used + call`. The pacer paces halfway into the
+   bracket and, after a whole window at that level with a window filled to within a call of it and
+   no 429, halfway up (`quotas.Limit`).
 5. Margins, because the server counts a call a moment after it leaves (on a loaded machine, tens of
    milliseconds) and token counts are local estimates: a call counts for the window stretched by
    `stretch` (1%) and `skew` (25 ms), and 1% of a token quota is kept free. All double (up to 8%,
    200 ms and 16%) each time the server refuses a call that the pacer let through under a limit the
    server named, or under a level that had run a window quiet: the margins were too small for this
-   machine or server.
+   machine or server. Once they are at their widest, such a 429 means someone else spends the same
+   quota (another worker): this run's `share` of every limit drops by 30%, and grows back by 5% of
+   the limit after every two windows without a 429.
 6. Waits: a 429 pauses every sender for its RetryInfo (the retry policy calls `pause`); without
    RetryInfo, `retry_hint` is when the log says the refused call fits under what was just learned.
-7. Concurrency (`lanes`, with auto): one batch in flight until a limit is known, and one more per two
-   windows without a 429 while every lane is busy, so that the first 429 finds few calls in flight to
-   be refused with it (EMBEDDING_RPM / EMBEDDING_TPM make limits known from the start). Once limits
-   are known, Little's law: the calls a second they allow times the answers' latency and a quarter
-   (at least two, so that a backoff or a slow answer doesn't leave the quota idle; more would only
-   queue here).
+7. Concurrency (`lanes`, with auto): until a limit is known, one call in flight (and one lane more,
+   which claims and writes meanwhile), one more per two windows without a 429 while all were in
+   flight, so that the first 429 finds few calls to refuse with it (EMBEDDING_RPM / EMBEDDING_TPM
+   make limits known from the start). Once limits are known, Little's law: the calls a second they
+   allow times the answers' latency and a quarter (at least two lanes, so that a backoff or a slow
+   answer doesn't leave the quota idle; more would only queue here).
 8. Batch size (auto): `batch_size.BatchSizer`: 100 texts a call unless a known quota can't take that.
 """
 
@@ -48,7 +53,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Literal
 
-from modules.engine.batch_size import BatchSizer
+from modules.engine.batch_size import TOKEN_SLACK, BatchSizer
 from modules.engine.lanes import AdaptiveLimiter
 from modules.engine.quotas import UNIT_NAMES, Limit, Send, SendLog, Ticket, Unit
 from modules.logs import get_logger
@@ -63,6 +68,7 @@ TOKEN_MARGIN, MAX_TOKEN_MARGIN = 0.01, 0.16  # share of a token quota kept free 
 TEXTS_IF_CALLS_BELOW = 0.75  # a request limit counts texts when the window's calls were under this share
 _ANSWER_POLL = 1.0  # re-check at least this often while only in-flight calls can free room
 LEAVE_WAIT = 0.5  # the longest the next call waits for the last one's request to have left
+MIN_SHARE = 0.05  # the least share of a limit this run keeps when others spend the same quota
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class Pacer:
         self.window = window_seconds
         self.stretch = STRETCH
         self.skew = SKEW
+        self.share = 1.0  # of every limit, for this run (less when another spends the same quota)
         self.token_margin = TOKEN_MARGIN
         self.limits: dict[Unit, Limit] = {}
         if rpm:  # read as calls until a 429 shows the server counts texts
@@ -124,6 +131,10 @@ class Pacer:
         self._leads: deque[float] = deque(maxlen=16)  # seconds from letting a call through to its leaving
         self._unsent: Ticket | None = None  # the last call let through, until its request has left
         self._left = asyncio.Event()
+        self._reports_leaving = True  # the embedder reports when a request has left (until shown otherwise)
+        self._blind = 1  # calls in flight while no limit is known
+        self.limiter.target(self._blind + 1)
+        self._share_since = 0.0
         self._fit()
 
     @property
@@ -143,19 +154,20 @@ class Pacer:
         limit = self.limits.get(unit)
         if limit is None:
             return 0.0
-        return limit.level * (1.0 - (self.token_margin if unit == "tokens" else 0.0))
+        return limit.level * self.share * (1.0 - (self.token_margin if unit == "tokens" else 0.0))
 
     async def wait_turn(self, send: Send) -> Ticket:
         """Wait until a global pause is over and every known quota has room for `send`, then log it."""
         async with self._gate:
             started = time.monotonic()
-            if self._unsent is not None:
+            if self._unsent is not None and self._reports_leaving:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._left.wait(), timeout=LEAVE_WAIT)
             while True:
                 now = time.monotonic()
                 self._relax(now)
                 quota_wait, blocked = self._quota_wait(send, now, press=True)
+                blocked = blocked or self._blind_wait()
                 pause = self._paused_until - now
                 if pause <= 0 and quota_wait <= 0 and not blocked:
                     break
@@ -186,15 +198,22 @@ class Pacer:
             self._leads.append(now - ticket.admitted_at)
         self._gone(ticket)
 
+    def _ended(self, ticket: Ticket) -> None:
+        """The server answered the call (vectors or a 429). One answered without the embedder having
+        reported it leaving means the embedder can't tell (another HTTP stack): stop waiting for that."""
+        if ticket.sent_at == ticket.admitted_at:
+            self._reports_leaving = False
+        self._gone(ticket)
+
     def _gone(self, ticket: Ticket) -> None:
-        """The call has left (or ended without leaving): the next may be let through."""
+        """The call has left (or ended): the next may be let through."""
         if ticket is self._unsent:
             self._unsent = None
             self._left.set()
 
     def succeeded(self, ticket: Ticket, latency: float) -> None:
         now = time.monotonic()
-        self._gone(ticket)
+        self._ended(ticket)
         if self._log.answered(ticket, now):
             self._answer.set()
         self.sizer.succeeded(latency)
@@ -202,17 +221,20 @@ class Pacer:
         self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
         if self.limits:
             self.limiter.target(self._lanes_needed(self._latency))
-        elif self.limiter.saturated and now - max(self._last_429, self._last_growth or now) >= 2 * self.span:
-            # No limit known yet, and two windows without a 429 (a fixed window may take two to fill):
-            # answers hold the run back. One more at most that often, so that the first 429 finds few
-            # calls in flight.
-            self.limiter.grow()
+        elif self._log.in_flight_count() + 1 >= self._blind and now - max(self._last_429, self._last_growth or now) >= (
+            2 * self.span
+        ):
+            # No limit known yet, and two windows without a 429 (a fixed window may take two to fill)
+            # while every call allowed was in flight: answers hold the run back. One more call in
+            # flight at most that often, so that the first 429 finds few calls to refuse with it.
+            self._blind += 1
+            self.limiter.target(self._blind + 1)
             self._last_growth = now
 
     def failed(self, ticket: Ticket, *, charged: bool) -> None:
         """A call failed without a 429. A server error answer (5xx) did no work and is taken as not
         charged; a timeout or a broken connection may have been, so it stays counted."""
-        self._gone(ticket)
+        self._gone(ticket)  # it may never have left (a refused connection): no conclusion on reports
         changed = self._log.answered(ticket, time.monotonic()) if charged else self._log.withdraw(ticket)
         if changed:
             self._answer.set()
@@ -228,51 +250,60 @@ class Pacer:
         """A 429: learn the limit it names (or bracket it), and set `retry_hint`. The pause itself
         comes from the retry policy (`pause`)."""
         now = time.monotonic()
-        self._gone(ticket)
+        self._ended(ticket)
         if self._log.withdraw(ticket):  # a refused call costs no quota
             self._answer.set()
         self._last_429 = now
-        span = self.span
-        raised: set[Unit] = set()
+        overrun: set[Unit] = set()  # limits this 429 shows the margins too small for
+        named_overrun = False
         for unit in self._suspects(ticket, hit):
-            used = self._log.used(unit, ticket.sent_at, span)
             known = self.limits.get(unit)
-            let_through = known is not None and ticket.sent_at >= known.since
             if known is not None and known.exact and (hit.limit is None or known.level == hit.limit):
-                if let_through:  # a limit we knew, and kept: the margins were too small
-                    raised.add(unit)
+                if ticket.sent_at >= known.since:  # a limit we knew, and kept: the margins were too small
+                    overrun.add(unit)
+                    named_overrun = True
             elif hit.limit is not None:
                 self.limits[unit] = Limit.named(unit, hit.limit, now)
                 log.info("📏 クォータを学習: %gs あたり %d %s", self.window, hit.limit, UNIT_NAMES[unit])
             else:
+                used = self._log.used(unit, ticket.sent_at, self.span)
                 limit = self.limits.setdefault(unit, Limit(unit, 0.0, False, now))
-                if not limit.refused(used, ticket.send.units(unit), now):
-                    raised.add(unit)  # refused below a level that ran quiet: the margins may be too small
-        if raised:
-            self.stretch = min(MAX_STRETCH, self.stretch * 2)
-            self.skew = min(MAX_SKEW, self.skew * 2)
-            if "tokens" in raised:
-                self.token_margin = min(MAX_TOKEN_MARGIN, self.token_margin * 2)
-            self.stats.margin_raises += 1
-            log.info(
-                "📏 余裕を広げます: 窓 +%.0f%% +%.0fms、トークン枠の %.0f%%",
-                self.stretch * 100,
-                self.skew * 1000,
-                self.token_margin * 100,
-            )
+                if not limit.refused(used, ticket.send.units(unit), now, self._fill(unit)):
+                    overrun.add(unit)  # refused below a level that ran quiet: the margins may be too small
+        if overrun:
+            self._widen(overrun, shared=named_overrun and self.stretch >= MAX_STRETCH, now=now)
         self._fit()
         wait, blocked = self._quota_wait(ticket.send, now, press=False)
         self.retry_hint = self.window / 10 if blocked else wait
 
+    def _widen(self, overrun: set[Unit], *, shared: bool, now: float) -> None:
+        """The server refused what the pacer let through: double the margins; once they are at their
+        widest and a named limit is still overrun, someone else spends the quota: take less of it."""
+        if shared:
+            self.share = max(MIN_SHARE, self.share * 0.7)
+            self._share_since = now
+            log.info("🤝 同じクォータを使う送信者が他にもいるようです: 上限の %.0f%% で送ります", self.share * 100)
+            return
+        self.stretch = min(MAX_STRETCH, self.stretch * 2)
+        self.skew = min(MAX_SKEW, self.skew * 2)
+        if "tokens" in overrun:
+            self.token_margin = min(MAX_TOKEN_MARGIN, self.token_margin * 2)
+        self.stats.margin_raises += 1
+        log.info(
+            "📏 余裕を広げます: 窓 +%.0f%% +%.0fms、トークン枠の %.0f%%",
+            self.stretch * 100,
+            self.skew * 1000,
+            self.token_margin * 100,
+        )
+
     def _suspects(self, ticket: Ticket, hit: QuotaHit) -> tuple[Unit, ...]:
-        """The units the 429 may be about. Without the limit there is no telling calls from texts; a
-        bracket in texts serves both (a per-call limit of c calls of n texts is searched as c*n texts,
-        and the search's probes of fewer, smaller calls find out)."""
+        """The units the 429 may be about. Without the limit there is no telling calls from texts, and
+        without the quota's name none from tokens either: a bracket in texts serves them all (a limit
+        of c calls of n texts is searched as c*n texts, a token limit as the texts that carry that
+        many tokens), where brackets in two units would each hold the other back."""
         if hit.kind == "tokens":
             return ("tokens",)
-        if hit.kind is None:
-            return ("texts", "tokens")
-        if hit.limit is None:
+        if hit.kind is None or hit.limit is None:
             return ("texts",)
         calls = self._log.used("calls", ticket.sent_at, self.span) + ticket.send.calls
         unit: Unit = "texts" if calls <= hit.limit * TEXTS_IF_CALLS_BELOW and ticket.send.texts > 1 else "calls"
@@ -298,6 +329,11 @@ class Pacer:
                 longest = max(longest, wait)
         return longest, blocked
 
+    def _blind_wait(self) -> bool:
+        """Before any limit is known, at most `_blind` calls are in flight (the lanes, one more, claim
+        and write meanwhile): a 429 then finds few calls to refuse with it."""
+        return self.limiter.adaptive and not self.limits and self._log.in_flight_count() >= self._blind
+
     def _lanes_needed(self, latency: float) -> int:
         """Little's law: the calls a second the known limits allow, times how long a lane takes per call
         (its answer, and a quarter more for claiming, checking and writing); at least two, so that a
@@ -311,6 +347,12 @@ class Pacer:
         rate = min((self.room(unit) / self.span / per_call[unit] for unit in self.limits), default=0.0)
         return max(2, math.ceil(rate * 1.25 * latency))
 
+    def _fill(self, unit: Unit) -> float:
+        """How full of its limit's level a window gets: the margin kept free, and the token slack the
+        batch sizer leaves for the spread of calls' sizes."""
+        margin = self.token_margin if unit == "tokens" else 0.0
+        return self.share * (1.0 - margin) / (1.0 + (TOKEN_SLACK if unit == "tokens" else 0.0))
+
     def _lead(self) -> float:
         """How long before its room frees a call may be let through: it leaves that much later."""
         return LEAD_SHARE * min(self._leads) if self._leads else 0.0
@@ -320,14 +362,16 @@ class Pacer:
         leaves_at = now + self._lead()
         for unit, limit in self.limits.items():
             if not limit.exact:
-                amount = send.units(unit)
-                limit.let_through(float(self._log.used(unit, leaves_at, self.span) + amount), float(amount))
+                limit.let_through(float(self._log.used(unit, leaves_at, self.span) + send.units(unit)))
 
     def _relax(self, now: float) -> None:
-        """A bracketed limit that ran a whole window at the quota without a 429 tries higher."""
+        """A bracketed limit that ran a whole window at the quota without a 429 tries higher; a share
+        below the whole grows back after two windows without a 429."""
         moved = False
-        for limit in self.limits.values():
-            if now - self._last_429 >= self.span and limit.quiet(now, self.span):
+        if self.share < 1.0 and now - max(self._last_429, self._share_since) >= 2 * self.span:
+            self.share, self._share_since, moved = min(1.0, self.share + 0.05), now, True
+        for unit, limit in self.limits.items():
+            if now - self._last_429 >= self.span and limit.quiet(now, self.span, self._fill(unit)):
                 moved = True
         if moved:
             self._fit()

@@ -106,6 +106,9 @@ class SendLog:
                 return max(0.0, ticket.sent_at + window - now) if ticket.sent_at > now - window else None
         return None
 
+    def in_flight_count(self) -> int:
+        return len(self._in_flight)
+
     def trim(self, now: float, keep: float) -> None:
         """Forget answered calls sent more than `keep` seconds ago."""
         while self._sent and self._sent[0].sent_at < now - keep and self._sent[0] not in self._in_flight:
@@ -120,8 +123,12 @@ class Limit:
     """What the pacer paces one unit by: `level` units per window, since `since`.
 
     Exact (named by the server or given by the user), or a bracket searched from 429s that named no
-    limit: `low` is the highest level that ran a window at the quota without a 429, `high` the
-    lowest amount the server refused to hold."""
+    limit: `low` is the most a window held while it ran at the quota without a 429, `high` the least
+    the server refused to hold. The search aims a window at the middle of the bracket, until the
+    bracket is within COARSE of `low` (every probe above the limit costs a 429 and a call's place in
+    its window), then once more after every REPROBE_AFTER quiet windows, down to FINE. A window
+    holds `fill` of the level (what the batch sizer's calls make of it): the level aims at
+    target / fill."""
 
     unit: Unit
     level: float
@@ -131,15 +138,17 @@ class Limit:
     high: float = math.inf
     pressed: bool = False  # the replica held a call back for this limit since `since`
     peak: float = 0.0  # the most a window held (with the call let through) since `since`
-    biggest: float = 0.0  # the biggest call let through since `since`
+    calm: int = 0  # quiet windows since the search settled (or last probed)
 
-    RESOLUTION = 0.04  # a bracket this narrow (relative to `low`) is settled: no more probing
+    COARSE = 0.08  # a bracket this narrow (relative to `low`) is settled for a while
+    FINE = 0.01  # and this narrow, for good
+    REPROBE_AFTER = 10
 
     @classmethod
     def named(cls, unit: Unit, value: int, now: float) -> Limit:
         return cls(unit, float(value), True, now)
 
-    def refused(self, used: int, amount: int, now: float) -> bool:
+    def refused(self, used: int, amount: int, now: float, fill: float = 1.0) -> bool:
         """A call of `amount` units was refused while the window held `used`: the limit is below
         `used + amount`, and (the window having been let hold `used`) most likely not below `used`.
         Pace halfway between the last level that ran quiet (else `used`) and that; a call refused
@@ -153,26 +162,34 @@ class Limit:
         if self.low >= self.high:  # that quiet level was luck (or the server changed): forget it
             self.low = 0.0
         floor = self.low or float(used)
-        self.level = max(1.0, (floor + self.high) / 2 if 0 < floor < self.high else self.high / 2)
-        self.since, self.pressed, self.peak, self.biggest = now, False, 0.0, 0.0
+        self.level = max(1.0, ((floor + self.high) / 2 if 0 < floor < self.high else self.high / 2) / fill)
+        self.since, self.pressed, self.peak = now, False, 0.0
         return not contradicts
 
-    def let_through(self, held: float, amount: float) -> None:
-        """A call of `amount` was let through, the window then holding `held` with it."""
-        self.peak = max(self.peak, held)
-        self.biggest = max(self.biggest, amount)
+    @property
+    def settled(self) -> bool:
+        """Exact, or a bracket narrow enough not to search now."""
+        return self.exact or self.high - self.low <= max(1.0, self.low * self.COARSE)
 
-    def quiet(self, now: float, window: float) -> bool:
-        """After a whole window at this level with the quota binding, a window filled to within a call
-        of the level, and no 429: what the window held at most is within the limit (`low`); try
-        halfway to `high`. True when the level moved."""
+    def let_through(self, held: float) -> None:
+        """A call was let through, the window then holding `held` with it."""
+        self.peak = max(self.peak, held)
+
+    def quiet(self, now: float, window: float, fill: float) -> bool:
+        """After a whole window at this level with the quota binding, a window filled to `fill` of the
+        level (as full as the calls' sizes let it be, less FINE), and no 429: what the window held at
+        most is within the limit (`low`); aim halfway to `high`. True when the level moved."""
         if self.exact or not self.pressed or now - self.since < window:
             return False
-        if self.peak + self.biggest <= self.level:
-            return False  # no window came within a call of the level: nothing learned yet
+        if self.peak < self.level * fill * (1 - self.FINE):
+            return False  # no window was filled to the level yet (calls of an earlier size, say)
         self.low = max(self.low, self.peak)
-        self.since, self.pressed, self.peak, self.biggest = now, False, 0.0, 0.0
-        if self.high - self.low <= max(1.0, self.low * self.RESOLUTION):
+        self.since, self.pressed, self.peak = now, False, 0.0
+        if self.high - self.low <= max(1.0, self.low * self.FINE):
             return False
-        self.level = (self.low + self.high) / 2 if math.isfinite(self.high) else self.low * 1.25
+        if self.settled and self.calm < self.REPROBE_AFTER:
+            self.calm += 1
+            return False
+        self.calm = 0
+        self.level = ((self.low + self.high) / 2 if math.isfinite(self.high) else self.low * 1.25) / fill
         return True
