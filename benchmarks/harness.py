@@ -122,6 +122,7 @@ class Check:
     failed_recorded: int  # no vector and recorded failed by the product (embedding_failed_at set)
     wrong: int  # a vector that is not the simulator's vector for the chunk's text
     checked: int  # vectors compared with the expected one
+    leased: int = 0  # still leased at the end (a run that stopped must have given everything back)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -139,9 +140,10 @@ def check_vectors(url: str, *, sample: int | None = None) -> Check:
         register_vector(conn)
         counts = conn.execute(
             "SELECT count(*), count(embedding), "
-            "count(*) FILTER (WHERE embedding IS NULL AND embedding_failed_at IS NOT NULL) FROM chunks"
+            "count(*) FILTER (WHERE embedding IS NULL AND embedding_failed_at IS NOT NULL), "
+            "count(*) FILTER (WHERE embedding_lease_owner IS NOT NULL) FROM chunks"
         ).fetchone()
-        total, embedded, failed = counts or (0, 0, 0)
+        total, embedded, failed, leased = counts or (0, 0, 0, 0)
         query = "SELECT content, embedding FROM chunks WHERE embedding IS NOT NULL"
         if sample is not None and embedded > sample:
             query += f" ORDER BY md5(id) LIMIT {int(sample)}"
@@ -155,7 +157,7 @@ def check_vectors(url: str, *, sample: int | None = None) -> Check:
                 checked += 1
                 if len(got) != DIMENSIONS or cosine < 0.9999:
                     wrong += 1
-    return Check(int(total), int(embedded), int(total) - int(embedded), int(failed), wrong, checked)
+    return Check(int(total), int(embedded), int(total) - int(embedded), int(failed), wrong, checked, int(leased))
 
 
 # --- running one row in its own process -------------------------------------------------------------

@@ -71,7 +71,7 @@ class NoopEmbedder:
     def max_batch(self) -> int:
         return 100
 
-    async def embed(self, requests: Any) -> Any:
+    async def embed(self, requests: Any, on_sent: Any = None) -> Any:
         self._calls += 1
         return self._pool[: len(requests)].copy()
 

@@ -169,6 +169,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
     from modules.batch_embedding import BatchEmbeddingGenerator
     from modules.cli.logging_setup import configure_logging
+    from modules.errors import ApiUnavailableError
     from modules.settings import load_settings
 
     env = {
@@ -192,9 +193,15 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         async with BatchEmbeddingGenerator(settings) as generator:
-            stats = await generator.run()
+            try:
+                stats = await generator.run()
+            except ApiUnavailableError as exc:  # the CLI's exit 3: what was done, and why it stopped
+                stats = generator.stats
+                stopped = {"api_unavailable": str(exc), "retry_hint": exc.retry_hint}
+            else:
+                stopped = {}
         data = stats.as_dict()
-        return {
+        return stopped | {
             "selected": stats.total,
             "embedded": stats.embedded,
             "failed": stats.failed,
@@ -209,10 +216,11 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _watch_pacer(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Diagnostics only: record what the pacer learns from each 429 (the quota it names, the wait, what the
-    pacer concluded), by wrapping `Pacer.rate_limited`. Does nothing if the product's pacer changes shape."""
+    """Diagnostics only: record what the pacer learns from each 429 (the quota it names, its limit, the
+    wait it asked for, what the pacer concluded), by wrapping `Pacer.rate_limited`. Does nothing if the
+    product's pacer changes shape."""
     try:
-        from modules import pacing
+        from modules.engine import pacing
     except ImportError:
         return events
     original = getattr(pacing.Pacer, "rate_limited", None)
@@ -220,20 +228,22 @@ def _watch_pacer(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return events
     started = time.monotonic()
 
-    def watched(self: Any, pause_seconds: float, *rest: Any, **kwargs: Any) -> Any:
-        result = original(self, pause_seconds, *rest, **kwargs)
-        hit = rest[0] if rest else kwargs.get("hit")
+    def watched(self: Any, ticket: Any, hit: Any, *rest: Any, **kwargs: Any) -> Any:
+        result = original(self, ticket, hit, *rest, **kwargs)
         stats = getattr(self, "stats", None)
         limiter = getattr(self, "limiter", None)
         events.append(
             {
                 "at_seconds": round(time.monotonic() - started, 3),
-                "pause_seconds": round(pause_seconds, 3),
+                "sent_at_seconds": round(getattr(ticket, "sent_at", started) - started, 3),
+                "retry_after": getattr(hit, "retry_after", None),
                 "quota": getattr(hit, "kind", None),
                 "limit": getattr(hit, "limit", None),
                 "learned": getattr(stats, "learned", None),
+                "retry_hint": round(float(getattr(self, "retry_hint", 0.0)), 3),
+                "stretch": getattr(self, "stretch", None),
                 "in_flight": getattr(limiter, "in_use", None),
-                "concurrency": round(float(getattr(limiter, "limit", 0) or 0), 2),
+                "concurrency": getattr(limiter, "limit", None),
                 "batch_size": getattr(self, "batch_size", None),
             }
         )
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"interrupted": True, "pacer_429s": PACER_EVENTS}
     result["row"] = args.row
     Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-    return 0
+    return 3 if "api_unavailable" in result else 0  # the CLI's exit code for "the API could not be used"
 
 
 if __name__ == "__main__":

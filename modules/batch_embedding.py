@@ -24,6 +24,7 @@ from modules.embedders import make_embedder
 from modules.embedders.base import Embedder
 from modules.embedders.gemini import GeminiEmbedder
 from modules.embedders.gemini_batch import GeminiBatchEmbedder
+from modules.embedding_models import model_info
 from modules.engine.batch_route import BatchOptions, BatchRoute
 from modules.engine.breaker import CircuitBreaker
 from modules.engine.history import HistoryWriter, RunObserver, RunReport, ending, notify_observers
@@ -289,6 +290,8 @@ class BatchEmbeddingGenerator:
             total=min(selected, limit) if limit is not None else selected,
             limited=limit is not None,
             retry_only=retry_failed,
+            model=model_id,
+            usd_per_million_tokens=self.price_per_million_tokens(),
         )
         calls_before = self.embedder.calls_made()
         log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed, watch))
@@ -464,6 +467,14 @@ class BatchEmbeddingGenerator:
         stats.scope_failed = final.failed
         stats.scope_pending = final.pending
 
+    def price_per_million_tokens(self, *, batch: bool = False) -> float | None:
+        """The configured model's list price per million input tokens (0 for the local model; None for
+        a Gemini model the table does not know)."""
+        if self.settings.provider != "gemini":
+            return 0.0
+        info = model_info(self.settings.model)
+        return info.usd_per_million_tokens_batch if batch else info.usd_per_million_tokens
+
     def _model_mix_message(self, count: int) -> str:
         t, model = self.settings.tables, self.embedder.model_id
         return (
@@ -484,7 +495,7 @@ class BatchEmbeddingGenerator:
             rpm=s.rpm,
             tpm=s.tpm,
             window_seconds=s.quota_window,
-            concurrency=lanes if not adaptive else min(4, lanes),
+            concurrency=lanes if not adaptive else 1,  # auto: one batch in flight, more when answers hold it back
             max_concurrency=lanes,
             adaptive=adaptive,
             batch_size=s.fixed_batch_size,

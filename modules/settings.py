@@ -550,7 +550,8 @@ class Settings:
         "EMBEDDING_QUOTA_WINDOW",
         seconds(0.01, 86400.0),
         "batching",
-        "The window EMBEDDING_RPM / EMBEDDING_TPM count over, in seconds.",
+        "The window quotas count over, in seconds (Google's are per minute): for EMBEDDING_RPM / EMBEDDING_TPM "
+        "and the limits learned from 429s.",
     )
     request_timeout: float = setting(
         60.0,

@@ -38,6 +38,12 @@ async def test_status_json_has_the_contract_keys_and_exact_counts(database_url: 
     assert data.keys() >= STATUS_KEYS
     assert (data["total"], data["pending"], data["embedded"], data["failed"], data["in_progress"]) == (30, 30, 0, 0, 0)
     assert len(data["documents"]) == 3 and data["errors"] == []
+    # what is left, its estimated tokens and its price (the local model is free)
+    from modules.text import estimate_tokens
+
+    texts = [t for doc in corpus(30, docs=3).values() for t in doc]
+    assert data["tokens_estimate"] == sum(estimate_tokens(t) for t in texts)
+    assert (data["cost_usd"], data["cost_usd_batch"]) == (0.0, 0.0)
 
 
 async def test_run_embeds_everything_and_exits_0(database_url: str, base_env: dict[str, str], tmp_path: Path) -> None:
@@ -117,3 +123,25 @@ def test_a_dead_database_is_one_line_and_exit_2(base_env: dict[str, str]) -> Non
     assert result.returncode == 2
     assert "データベースエラー" in result.stderr and "Traceback" not in result.stderr
     assert "hunter2secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+async def test_a_spent_per_day_quota_exits_3_with_when_to_retry_and_charges_nothing(
+    database_url: str, base_env: dict[str, str]
+) -> None:
+    from modules.gemini_simulator import SimulatorConfig, run_simulator_in_thread
+
+    await seed_chunks(database_url, corpus(100, docs=2))
+    env = base_env | {"EMBEDDING_PROVIDER": "gemini", "GOOGLE_API_KEY": "test-key-0123456789abcdef"}
+    with run_simulator_in_thread(SimulatorConfig(rpd=3, count_mode="call")) as sim:
+        result = run_cli(env | {"GOOGLE_GEMINI_BASE_URL": sim.base_url}, "--no-progress")
+        calls = sim.stats.total_calls
+    assert result.returncode == 3, result.stderr
+    assert "per-day quota is spent" in result.stderr and "midnight Pacific" in result.stderr
+    assert calls == 4  # three admitted, the fourth refused for the day: no knocking all day
+    rows = await fetch_all(
+        database_url,
+        "SELECT count(*) FILTER (WHERE embedding IS NOT NULL), count(*) FILTER (WHERE embedding_failed_at IS NOT NULL),"
+        " count(*) FILTER (WHERE embedding_lease_owner IS NOT NULL), max(embedding_attempts) FROM chunks",
+    )
+    assert rows[0] == (30, 0, 0, 0)  # what was embedded is kept; nothing charged, nothing left leased

@@ -195,3 +195,34 @@ def test_the_cache_key_changes_with_the_models_input_format_and_stays_for_plain_
     assert plain == hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     framed = key("gemini-embedding-2@768", "title: {title} | text: {text}")
     assert framed != key("gemini-embedding-2@768", "{text}") and framed != plain
+
+
+async def test_cost_is_the_estimated_tokens_at_the_models_price_in_the_status_and_the_run(
+    database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
+) -> None:
+    from modules.cli.processor import cost_estimate
+    from modules.stores.base import TextToEmbed
+    from modules.text import estimate_tokens
+
+    texts = corpus(40, docs=2) | {
+        "mixed": ["VPNに接続: 2026年4月1日 v2.3 (see https://example.com/a?b=1)", "ASCII only, here."]
+    }
+    await seed_chunks(database_url, texts)
+    expected = sum(estimate_tokens(t) for doc in texts.values() for t in doc)
+    async with BatchEmbeddingGenerator(gemini_settings(EMBEDDING_MODEL=MODEL_2)) as generator:
+        before = await generator.store.text_to_embed()
+        assert before == TextToEmbed(42, expected)  # SQL counts exactly as modules/text.py estimates
+        assert (await generator.store.text_to_embed("mixed")) == TextToEmbed(
+            2, sum(estimate_tokens(t) for t in texts["mixed"])
+        )
+        cost = cost_estimate(generator, before)
+        assert cost["tokens_estimate"] == expected
+        assert cost["cost_usd"] == round(expected * 0.20 / 1e6, 6)
+        assert cost["cost_usd_batch"] == round(expected * 0.10 / 1e6, 6)
+        stats = await generator.run()
+        assert (await generator.store.text_to_embed()) == TextToEmbed(0, 0)
+    run = stats.as_dict()
+    # what was sent includes gemini-embedding-2's framing ("title: ... | text: ...") around each text
+    assert run["tokens_sent"] > expected
+    assert run["cost_usd"] == round(run["tokens_sent"] * 0.20 / 1e6, 6) > 0
+    assert "non-ASCII" in run["tokens_estimate_method"]

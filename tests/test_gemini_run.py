@@ -85,20 +85,23 @@ async def test_429_storm_ends_with_everything_embedded(
     count_mode: str,
     rpm: int,
 ) -> None:
-    # Either way the quota allows 100 texts per 1 s window: 300 chunks need about 3 s.
+    # Either way the quota allows 100 texts per 1 s window: 300 chunks need about 3 s. The product is
+    # told the window (as it assumes Google's per-minute windows by default).
     simulator.config.rpm = rpm
     simulator.config.count_mode = count_mode
     simulator.config.window_seconds = 1.0
     simulator.config.retry_info_rate = retry_info_rate
     await seed_chunks(database_url, corpus(300, docs=3))
-    stats, status = await run_all(gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_RETRY_DELAY="0.2"))
+    settings = gemini_settings(EMBEDDING_BATCH_SIZE=10, EMBEDDING_RETRY_DELAY="0.2", EMBEDDING_QUOTA_WINDOW="1")
+    stats, status = await run_all(settings)
     assert (stats.embedded, stats.failed, status.pending) == (300, 0, 0)
     assert stats.rate_limited > 0
     assert simulator.stats.status_counts.get(429, 0) == stats.rate_limited
     assert sorted(simulator.stats.embeds_per_text.values()) == [1] * 300
-    # A sender that ignored the waits would hammer the server with hundreds of 429s; pausing all
-    # senders and learning the quota from the first 429 keeps it to a handful.
-    assert stats.rate_limited <= 10
+    # The 429 names its limit: one 429 teaches it (which unit, how many), with or without RetryInfo,
+    # and the pacer keeps under it from then on; one more at most, if this machine's timing needs
+    # wider margins (each such 429 widens them).
+    assert stats.rate_limited <= 2
     assert 1.5 <= stats.elapsed <= 12  # the quota was waited out, not skipped, and then used
 
 

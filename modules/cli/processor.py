@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from modules.batch_embedding import BatchEmbeddingGenerator
 from modules.cli.common import (
@@ -30,12 +31,12 @@ from modules.cli.status_view import (
     status_dict,
 )
 from modules.engine.migration import ModelMigrator
-from modules.engine.stats import RunStats
+from modules.engine.stats import ESTIMATE_METHOD, RunStats
 from modules.errors import ApiUnavailableError, StoreError, UnknownDocumentError
 from modules.logs import get_logger, scrub
 from modules.settings import Settings
 from modules.stores import open_store, store_kind
-from modules.stores.base import ErrorGroup
+from modules.stores.base import ErrorGroup, TextToEmbed
 from modules.stores.migrations import latest_version
 from modules.stores.ops_base import operations_store
 
@@ -244,6 +245,7 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
         else None
     )  # rows stored by an older version may quote a secret: never show it
     cache = await store.cache_stats()
+    cost = cost_estimate(generator, await store.text_to_embed(args.doc_id))
     jobs = await store.batch_jobs(recent=5)
     migration = await ModelMigrator(generator).progress()
     history = await operations_store(store).runs_recent(args.history) if args.history is not None else None
@@ -253,6 +255,7 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             "dimensions": generator.settings.dimensions,
             "cache_entries": cache.entries,
             "cache_hits": cache.hits,
+            **cost,
             "batch_jobs": batch_jobs_list(jobs),
             "migration": migration.as_dict() if migration else None,
         }
@@ -260,7 +263,7 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             extra["history"] = history_dicts(history)
         print(json.dumps(status_dict(status, documents=documents, errors=errors, extra=extra), ensure_ascii=False))
     else:
-        print(format_status(status, documents=documents, errors=errors, cache=cache))
+        print(format_status(status, documents=documents, errors=errors, cache=cache, cost=cost))
         if jobs:
             print(format_batch_jobs(jobs))
         if migration is not None and migration.migration.state == "filling":
@@ -269,6 +272,24 @@ async def show_status(generator: BatchEmbeddingGenerator, args: argparse.Namespa
             print()
             print(format_history(history))
     return EXIT_OK
+
+
+def cost_estimate(generator: BatchEmbeddingGenerator, text: TextToEmbed | None) -> dict[str, Any]:
+    """What embedding the chunks without a vector would cost: their estimated tokens at the configured
+    model's online and Batch API prices (None where the store or the price can't tell)."""
+    online = generator.price_per_million_tokens()
+    batch = generator.price_per_million_tokens(batch=True)
+    tokens = text.tokens if text is not None else None
+
+    def cost(price: float | None) -> float | None:
+        return None if tokens is None or price is None else round(tokens * price / 1_000_000, 6)
+
+    return {
+        "tokens_estimate": tokens,
+        "tokens_estimate_method": ESTIMATE_METHOD,
+        "cost_usd": cost(online),
+        "cost_usd_batch": cost(batch),
+    }
 
 
 def exit_code(stats: RunStats) -> int:

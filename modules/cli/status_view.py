@@ -63,6 +63,7 @@ def format_status(
     documents: list[DocumentStatus] | None = None,
     errors: list[ErrorGroup] | None = None,
     cache: CacheStats | None = None,
+    cost: dict[str, Any] | None = None,
     header: str = "📊 エンベディング処理状況",
 ) -> str:
     lines = [
@@ -91,6 +92,11 @@ def format_status(
     if cache is not None and cache.entries:
         lines.append(
             f"  ♻️ キャッシュ       : {cache.entries:,}件 (再利用 {cache.hits:,}回 = その分のAPI呼び出しを節約)"
+        )
+    if cost is not None and cost.get("tokens_estimate") and cost.get("cost_usd") is not None:
+        lines.append(
+            f"  💰 未処理分の推定 : 約{cost['tokens_estimate']:,}トークン → ${cost['cost_usd']:.4f}"
+            f" (Batch API なら ${cost['cost_usd_batch']:.4f})"
         )
     if status.failed:
         lines.append("  💡 失敗分の再処理: python batch_embedding_processor.py --retry-only")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,8 +49,11 @@ class Embedder(Protocol):
         """Estimated tokens the format adds around a document's text (0 when it goes as it is)."""
         ...
 
-    async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
-        """Embed every request in one API call, each with its own title; vectors in input order."""
+    async def embed(self, requests: Sequence[EmbedRequest], on_sent: Callable[[], None] | None = None) -> Vectors:
+        """Embed every request in one API call, each with its own title; vectors in input order.
+        `on_sent` is called when the request has left (as near as the adapter can tell; not at all if
+        it can't tell), so that the pacer counts the call from then: building a request of 100 texts
+        takes the SDK tens of milliseconds."""
         ...
 
     async def embed_query(self, text: str) -> Vectors:

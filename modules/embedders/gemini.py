@@ -21,6 +21,9 @@ orchestrator's business. What it guards itself, because the SDK does not:
   an answer that drips one byte a second would never end;
 - redirects are not followed: httpx forwards the `x-goog-api-key` header to any origin;
 - the key is scrubbed from every error text (Google's own error bodies can quote it);
+- the caller hears when the request has left (httpcore's `trace` extension, set by an httpx request
+  hook and routed to the call in flight by a context variable, reports the body written): building
+  the request of 100 texts takes the SDK tens of milliseconds;
 - every answer is checked: one vector per text, of the asked length, finite, with a norm that is
   neither zero nor overflowing nor underflowing, before it is L2-normalized.
 """
@@ -31,7 +34,8 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -57,6 +61,23 @@ _RETRY_IN = re.compile(r"retry in ([0-9]*\.?[0-9]+)\s*(ms|s)\b", re.IGNORECASE)
 _CONFIG_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "CONSUMER_SUSPENDED", "SERVICE_DISABLED"}
 # A 400 whose message names one of these is about the settings, not about one chunk's text.
 _CONFIG_WORDS = ("api key", "outputdimensionality", "output_dimensionality", "user location", "billing")
+_ON_SENT: ContextVar[Callable[[], None] | None] = ContextVar("gemini_on_sent", default=None)
+
+
+async def _request_leaving(request: Any) -> None:
+    """httpx's request hook: have httpcore tell the call in flight (this task's) when its request's
+    body has been written (the `trace` extension): that is when it left, which can be tens of
+    milliseconds after this hook when other tasks keep the event loop busy meanwhile."""
+    on_sent = _ON_SENT.get()
+    extensions = getattr(request, "extensions", None)
+    if on_sent is None or not isinstance(extensions, dict):
+        return
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            on_sent()
+
+    extensions["trace"] = trace
 
 
 class GeminiEmbedder:
@@ -73,7 +94,7 @@ class GeminiEmbedder:
         options = types.HttpOptions(
             timeout=int(settings.request_timeout * 1000),
             client_args={"follow_redirects": False},
-            async_client_args={"follow_redirects": False},
+            async_client_args={"follow_redirects": False, "event_hooks": {"request": [_request_leaving]}},
         )
         if settings.gemini_base_url:
             options.base_url = settings.gemini_base_url
@@ -122,13 +143,13 @@ class GeminiEmbedder:
     def calls_made(self) -> int:
         return self._calls
 
-    async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
+    async def embed(self, requests: Sequence[EmbedRequest], on_sent: Callable[[], None] | None = None) -> Vectors:
         if not requests:
             return np.zeros((0, self._dimensions), dtype=np.float32)
         if len(requests) > GEMINI_MAX_BATCH:
             raise PermanentEmbeddingError(f"{len(requests)} texts in one call; the API takes at most 100")
         titles = [r.title if self._use_title else None for r in requests]
-        return await self._call([r.text for r in requests], titles, self._task_type)
+        return await self._call([r.text for r in requests], titles, self._task_type, on_sent)
 
     async def embed_query(self, text: str) -> Vectors:
         return await self._call([text], [None], "RETRIEVAL_QUERY")
@@ -150,7 +171,9 @@ class GeminiEmbedder:
             items.append(item)
         return items
 
-    async def _call(self, texts: list[str], titles: list[str | None], task_type: str) -> Vectors:
+    async def _call(
+        self, texts: list[str], titles: list[str | None], task_type: str, on_sent: Callable[[], None] | None = None
+    ) -> Vectors:
         items = self.request_items(texts, titles, task_type)
         # One Content per text (never a list of strings: see the module docstring). The config says
         # the same as the items; per-item titles, which it cannot say, come in the body's own list.
@@ -161,6 +184,7 @@ class GeminiEmbedder:
         if any("title" in item for item in items):
             config.http_options = types.HttpOptions(extra_body={"requests": items})
         self._calls += 1
+        leaving = _ON_SENT.set(on_sent)
         try:
             async with asyncio.timeout(self._deadline):
                 response = await self._client.aio.models.embed_content(
@@ -188,6 +212,8 @@ class GeminiEmbedder:
                     f"{kind}: {type(exc).__name__}: {_first_line(exc)}", refused=unsent, unsent=unsent
                 )
             ) from None
+        finally:
+            _ON_SENT.reset(leaving)
         embeddings = response.embeddings or []
         return self._checked([list(e.values or []) for e in embeddings], len(texts))
 

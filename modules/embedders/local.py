@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,10 @@ class LocalEmbedder:
     def calls_made(self) -> int:
         return self._calls
 
-    async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
+    async def embed(self, requests: Sequence[EmbedRequest], on_sent: Callable[[], None] | None = None) -> Vectors:
         self._calls += 1
+        if on_sent is not None:
+            on_sent()
         texts = [r.text for r in requests]
         return await asyncio.to_thread(self.embed_now, texts)
 

@@ -7,8 +7,10 @@ Two nested layers, each a plain `AsyncRetrying`:
   (1 + EMBEDDING_MAX_RETRIES), `wait_exponential_jitter` from EMBEDDING_RETRY_DELAY up to
   EMBEDDING_MAX_RETRY_DELAY; then the caller splits the batch;
 - outer, 429s: `stop_after_delay(EMBEDDING_MAX_WAIT)`, waiting the server's RetryInfo (a request, not
-  an order: a 0s, negative or unreadable one falls back to `wait_exponential_jitter` from 1 s); every
-  sender pauses that long. Never charged to the chunks.
+  an order: without one, or with a 0s, negative or unreadable one, the pacer's `retry_hint`, when its
+  log says the refused call fits again, and if the same call is refused again at least
+  `wait_exponential_jitter` from EMBEDDING_RETRY_DELAY); every sender pauses that long. Never charged
+  to the chunks.
 
 A run ends with ApiUnavailableError (exit 3, chunks released untouched) when the circuit breaker opens
 (breaker.py), when a 429 asks for longer than EMBEDDING_MAX_WAIT or the 429s add up to more, when a
@@ -92,7 +94,11 @@ class RetryPolicy:
         return AsyncRetrying(
             retry=retry_if_exception_type(RateLimitedError),
             stop=stop_after_delay(self.max_wait),
-            wait=ServerDelay(fallback=wait_exponential_jitter(initial=1.0, max=max(1.0, self.max_delay), jitter=1.0)),
+            wait=ServerDelay(
+                fallback=PacerHint(
+                    pacer, wait_exponential_jitter(initial=self.base_delay, max=self.max_delay, jitter=self.base_delay)
+                )
+            ),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -112,8 +118,23 @@ class ServerDelay(wait_base):
         return float(self.fallback(retry_state))
 
 
+class PacerHint(wait_base):
+    """Without a usable RetryInfo: the pacer's hint (when its log says the refused call fits under what
+    the 429 taught), and at least `backoff` when the same call is refused again."""
+
+    def __init__(self, pacer: Pacer, backoff: wait_base) -> None:
+        self.pacer = pacer
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        hint = self.pacer.retry_hint
+        if retry_state.attempt_number <= 1:
+            return hint
+        return max(hint, float(self.backoff(retry_state)))
+
+
 async def call_with_retries(
-    call: Callable[[], Awaitable[T]],
+    call: Callable[[Callable[[], None]], Awaitable[T]],
     *,
     policy: RetryPolicy,
     pacer: Pacer,
@@ -121,7 +142,8 @@ async def call_with_retries(
     stats: RunStats,
     breaker: CircuitBreaker,
 ) -> T:
-    """One API call, paced, retried by the policy; ApiUnavailableError when the API can't be used."""
+    """One API call, paced, retried by the policy; ApiUnavailableError when the API can't be used.
+    `call` gets a callback to call when its request leaves (the pacer counts the call from then)."""
 
     async def attempt() -> T:
         if breaker.open:
@@ -129,7 +151,7 @@ async def call_with_retries(
         ticket = await pacer.wait_turn(send)
         started = time.monotonic()
         try:
-            result = await call()
+            result = await call(lambda: pacer.sent(ticket))
         except RateLimitedError as exc:
             stats.rate_limited += 1
             kind = exc.quota_kind if exc.quota_kind in ("requests", "tokens") else None

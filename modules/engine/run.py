@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,8 +244,8 @@ class EmbeddingRun:
         send = Send(calls=1, texts=len(items), tokens=tokens)
         stats = self.stats
 
-        async def one_call() -> Vectors:
-            vectors = await self.embedder.embed(requests)
+        async def one_call(on_sent: Callable[[], None]) -> Vectors:
+            vectors = await self.embedder.embed(requests, on_sent)
             stats.tokens_sent += tokens  # what is billed: texts the API answered with vectors
             return vectors
 

@@ -16,6 +16,8 @@ log = get_logger(__name__)
 
 Outcome = Literal["ok", "failed", "api_unavailable", "database_lost", "stopped"]
 RETRY_COMMAND = "python batch_embedding_processor.py --retry-only"
+# How tokens are counted here (no API call): the rule of modules.text.estimate_tokens
+ESTIMATE_METHOD = "local estimate: 1 token per non-ASCII character, 1 per 4 ASCII characters"
 
 
 @dataclass
@@ -26,7 +28,7 @@ class RunStats:
     skipped: int = 0  # no longer ours to write (another worker took the lease)
     retries: int = 0
     api_calls: int = 0
-    tokens_sent: int = 0
+    tokens_sent: int = 0  # estimated tokens of the texts the API answered with vectors (what is billed)
     rate_limited: int = 0
     cache_hits: int = 0  # chunks whose vector came from the cache: no API call
     batches: int = 0
@@ -43,6 +45,8 @@ class RunStats:
     retry_only: bool = False  # --retry-only: pending chunks are not this run's to touch
     scope_failed: int = 0  # at the end: chunks recorded failed in the run's scope (earlier runs' too)
     scope_pending: int = 0  # at the end: chunks still pending in the run's scope
+    model: str = ""  # the model the vectors are made by (its price prices the tokens)
+    usd_per_million_tokens: float | None = 0.0  # its online price; None: unknown (a model not in the table)
 
     @property
     def elapsed(self) -> float:
@@ -63,6 +67,12 @@ class RunStats:
         never 100% while failures remain in scope."""
         done = self.embedded + max(self.failed, self.scope_failed)
         return 100.0 * self.embedded / done if done else 100.0
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The tokens sent at the model's online list price (None when the price is unknown)."""
+        price = self.usd_per_million_tokens
+        return None if price is None else round(self.tokens_sent * price / 1_000_000, 6)
 
     @property
     def chunks_per_second(self) -> float:
@@ -97,8 +107,19 @@ class RunStats:
             elapsed_seconds=round(self.elapsed, 3),
             success_rate=round(self.success_rate, 2),
             chunks_per_second=round(self.chunks_per_second, 2),
+            cost_usd=self.cost_usd,
+            tokens_estimate_method=ESTIMATE_METHOD,
         )
         return data
+
+
+def _cost_line(stats: RunStats) -> str:
+    price, cost = stats.usd_per_million_tokens, stats.cost_usd
+    if price is None or cost is None:
+        return f"💰 推定コスト: 不明 ({stats.model} の料金は未登録)"
+    if price == 0:
+        return "💰 推定コスト: $0 (ローカルモデル)"
+    return f"💰 推定コスト: ${cost:.4f} ({stats.model} オンライン料金 ${price:g}/100万トークン)"
 
 
 _HEADLINES: dict[Outcome, str] = {
@@ -124,7 +145,8 @@ def log_final_statistics(stats: RunStats) -> None:
     else:
         log.info("📈 成功率: - (処理したチャンクはありません)")
     log.info("⏱️ 処理時間: %.1f秒 | ⚡ 処理速度: %.1f チャンク/秒", stats.elapsed, stats.chunks_per_second)
-    log.info("🌐 API呼び出し: %d回 | 送信トークン (推定): %d", stats.api_calls, stats.tokens_sent)
+    calls, tokens = stats.api_calls, stats.tokens_sent
+    log.info("🌐 API呼び出し: %d回 | 送信トークン (推定): %d | %s", calls, tokens, _cost_line(stats))
     if stats.cache_hits:
         log.info("♻️ キャッシュ再利用: %dチャンク (APIを呼ばずに完了)", stats.cache_hits)
     if stats.earlier_failures:

@@ -8,7 +8,7 @@ call (a histogram). The gauges are the database's, the same in every process: ag
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -130,11 +130,11 @@ class MeteredEmbedder:
     def max_batch(self) -> int:
         return self.inner.max_batch
 
-    async def embed(self, requests: Sequence[EmbedRequest]) -> Vectors:
+    async def embed(self, requests: Sequence[EmbedRequest], on_sent: Callable[[], None] | None = None) -> Vectors:
         started = time.perf_counter()
         outcome = "error"
         try:
-            vectors = await self.inner.embed(requests)
+            vectors = await self.inner.embed(requests, on_sent)
             outcome = "ok"
             return vectors
         except RateLimitedError:

@@ -113,6 +113,15 @@ class CacheStats:
 
 
 @dataclass(frozen=True)
+class TextToEmbed:
+    """The chunks without a vector (pending, failed or in flight) and their tokens, estimated by the
+    local rule of `modules.text.estimate_tokens` (for a cost estimate)."""
+
+    chunks: int
+    tokens: int
+
+
+@dataclass(frozen=True)
 class DocumentStatus:
     doc_id: str
     name: str | None
@@ -263,6 +272,11 @@ class ChunkStore(Protocol):
         ...
 
     async def cache_stats(self) -> CacheStats: ...
+
+    async def text_to_embed(self, doc_id: str | None = None) -> TextToEmbed | None:
+        """What is left to embed (all chunks, or one document's) and its estimated tokens; None when
+        the store can't tell without reading every text over the network."""
+        ...
 
     async def release(self, worker: str, chunk_ids: Sequence[str]) -> None:
         """Give chunks back untouched (shutdown, quota): no attempt is charged."""

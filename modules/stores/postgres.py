@@ -53,6 +53,7 @@ from modules.stores.base import (
     SaveMode,
     SearchHit,
     TableAccess,
+    TextToEmbed,
 )
 from modules.stores.migrations import upgrade
 from modules.stores.ops_queries import OperationsQueries, queue_status
@@ -330,6 +331,10 @@ class PostgresStore(OperationsQueries):
     async def cache_stats(self) -> CacheStats:
         row = await self._one("cache_stats", {})
         return CacheStats(int(row["entries"]), int(row["hits"]))
+
+    async def text_to_embed(self, doc_id: str | None = None) -> TextToEmbed | None:
+        row = await self._one("text_to_embed", {"doc_id": doc_id})
+        return TextToEmbed(int(row["chunks"]), int(row["tokens"]))
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
         if not failures:

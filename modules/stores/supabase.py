@@ -65,6 +65,7 @@ from modules.stores.base import (
     SaveMode,
     SearchHit,
     TableAccess,
+    TextToEmbed,
 )
 from modules.stores.migrations import RELEASED_V1, latest_version
 from modules.stores.ops_queries import OperationsQueries, queue_status
@@ -431,6 +432,9 @@ class SupabaseStore(OperationsQueries):
         rows = await self._rpc("embq_cache_stats", {})
         row = rows[0] if isinstance(rows, list) else rows
         return CacheStats(int(row["entries"]), int(row["hits"]))
+
+    async def text_to_embed(self, doc_id: str | None = None) -> TextToEmbed | None:
+        return None  # there is no function for it on the REST path (one would need a migration)
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> int:
         if not failures:

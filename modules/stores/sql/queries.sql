@@ -1,5 +1,6 @@
 -- Named statements, run by name from Python (modules/stores/sql_templates.py). Each is a call to a
--- queue function defined in queue.sql; values are always bound parameters.
+-- queue function defined in queue.sql, except two plain reads (server_time, text_to_embed); values
+-- are always bound parameters.
 
 -- name: column_info --
 -- Describe the vector column and the id types.
@@ -50,6 +51,20 @@ SELECT total, embedded, pending, failed, in_progress, stale_leases, other_model,
        quarantined, oldest_pending_age_seconds, next_retry_at
 FROM {{schema}}.embq_status_v3(%(doc_id)s, %(model)s, %(dead_owners)s, %(max_attempts)s, %(cooldown_base)s,
                                %(cooldown_max)s);
+
+-- name: text_to_embed --
+-- The chunks without a vector (all, or one document's) and their tokens by the local estimate of
+-- modules/text.py (estimate_tokens): a token per non-ASCII character, and per run of ASCII characters
+-- one per four, rounded up. A plain read of the table (no queue function): it reads every such text.
+SELECT count(*) AS chunks,
+       coalesce(sum(char_length(c.{{content}}) - a.ascii_chars + a.ascii_tokens), 0) AS tokens
+FROM {{chunks}} c
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(char_length(m[1])), 0) AS ascii_chars,
+           coalesce(sum((char_length(m[1]) + 3) / 4), 0) AS ascii_tokens
+    FROM regexp_matches(c.{{content}}, '([\x01-\x7f]+)', 'g') AS m
+) a
+WHERE c.{{embedding}} IS NULL AND (%(doc_id)s::text IS NULL OR c.doc_id::text = %(doc_id)s::text);
 
 -- name: status_by_document --
 -- Counts per document, most pending first.
