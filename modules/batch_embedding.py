@@ -292,6 +292,7 @@ class BatchEmbeddingGenerator:
             retry_only=retry_failed,
             model=model_id,
             usd_per_million_tokens=self.price_per_million_tokens(),
+            usd_per_million_tokens_batch=self.price_per_million_tokens(batch=True),
         )
         calls_before = self.embedder.calls_made()
         log.info("🧠 バッチエンベディング生成開始: %s", await self._describe_target(doc_id, retry_failed, watch))
@@ -467,12 +468,13 @@ class BatchEmbeddingGenerator:
         stats.scope_failed = final.failed
         stats.scope_pending = final.pending
 
-    def price_per_million_tokens(self, *, batch: bool = False) -> float | None:
-        """The configured model's list price per million input tokens (0 for the local model; None for
-        a Gemini model the table does not know)."""
-        if self.settings.provider != "gemini":
+    def price_per_million_tokens(self, *, batch: bool = False, settings: Settings | None = None) -> float | None:
+        """The configured model's (or `settings`') list price per million input tokens (0 for the local
+        model; None for a Gemini model the table does not know)."""
+        settings = settings or self.settings
+        if settings.provider != "gemini":
             return 0.0
-        info = model_info(self.settings.model)
+        info = model_info(settings.model)
         return info.usd_per_million_tokens_batch if batch else info.usd_per_million_tokens
 
     def _model_mix_message(self, count: int) -> str:

@@ -72,3 +72,15 @@ async def fill_known_state(url: str) -> None:
             "('backlog_age', 'backlog_age', '最も古い未処理チャンクが 45分 待っています', now() - interval '3 hours', "
             " now() - interval '2 hours')"
         )
+        await conn.execute(
+            "INSERT INTO embq_batch_jobs (id, name, model, state, remote_state, chunk_ids, tokens, created_at, "
+            "submitted_at) VALUES ('job-1', 'batches/running-1', 'gemini-embedding-001@768', 'submitted', "
+            "'JOB_STATE_RUNNING', ARRAY['c06','c07','c08'], 120, now() - interval '40 minutes', "
+            "now() - interval '40 minutes')"
+        )
+        await conn.execute(
+            "INSERT INTO embq_model_migrations (id, source_model, target_model, state, started_at, cut_over_at, "
+            "ended_at, agreement, agreement_sample) VALUES ('m1', 'text-embedding-004@768', %s, 'cut_over', "
+            "now() - interval '1 day', now() - interval '20 hours', now() - interval '20 hours', 0.9, 50)",
+            (LOCAL_MODEL,),
+        )

@@ -70,6 +70,9 @@ async def test_a_batch_run_embeds_everything_through_jobs_with_exact_vectors_and
     after = rows(database_url)
     assert all(r.embedded for r in after) and wrong_vectors(after) == []
     assert online_calls(sim) == 0
+    summary = stats.as_dict()  # priced at the Batch API's half price, next to what online would cost
+    assert stats.batch_tokens_sent == stats.tokens_sent > 0
+    assert summary["cost_usd"] == pytest.approx(summary["cost_usd_if_online"] / 2, abs=2e-6) > 0
     snapshot = sim.stats.to_dict()
     assert snapshot["batch_jobs_created"] == 3
     assert sorted(snapshot["batch_embeds_per_text"].values()) == [1] * 200  # each text once

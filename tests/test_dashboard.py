@@ -112,6 +112,10 @@ async def test_the_page_shows_the_known_figures(anonymous: httpx.AsyncClient, da
     assert "&lt;script&gt;" in html and "<script>alert" not in html  # a document name is escaped
     assert "400 INVALID_ARGUMENT" in html  # the most common error
     assert "成功率が" in html  # the open alert
+    jobs = re.search(r'<table id="batch-jobs">.*?</table>', html, re.S)
+    assert jobs and "batches/running-1" in jobs.group() and "JOB_STATE_RUNNING" in jobs.group()
+    assert "40分" in jobs.group()  # its age
+    assert re.search(r'id="migration" data-state="cut_over">text-embedding-004@768 → [^<]*一致率 90.0%', html)
 
 
 async def test_a_host_app_guards_the_page_with_its_own_dependency(

@@ -109,6 +109,10 @@ async def test_2000_chunks_migrate_through_the_batch_api_while_search_keeps_answ
 
     tokens = filled.tokens_sent
     info = model_info("gemini-embedding-2")
+    # The fill's own summary prices what it sent: all of it in jobs, at the Batch price, next to online.
+    assert filled.batch_tokens_sent == tokens > 0
+    assert filled.cost_usd == info.cost_usd(tokens, batch=True)
+    assert filled.cost_usd_if_online == info.cost_usd(tokens) == pytest.approx(2 * filled.cost_usd, abs=2e-6)
     print(
         f"\n[migration] 2000 chunks, {tokens} tokens: Batch API ${info.cost_usd(tokens, batch=True):.6f} vs "
         f"online ${info.cost_usd(tokens):.6f}; agreement {report.agreement:.3f} on {report.agreement_sample}; "

@@ -160,6 +160,7 @@ class BatchRoute:
             await self._cancel_closed(remote.name)
             return
         self.stats.tokens_sent += tokens
+        self.stats.batch_tokens_sent += tokens
         self.stats.batch_jobs_submitted += 1
         self.stats.batch_chunks_submitted += len(items)
         log.info("📮 バッチジョブを送信しました: %s (%dチャンク, 推定 %dトークン)", remote.name, len(items), tokens)

@@ -193,7 +193,13 @@ class ModelMigrator:
         g = self.generator
         embedder = g.migration_embedder(target)
         shadow = g.store.shadow()
-        stats = RunStats(retry_only=retry_failed, limited=limit is not None)
+        stats = RunStats(
+            retry_only=retry_failed,
+            limited=limit is not None,
+            model=embedder.model_id,
+            usd_per_million_tokens=g.price_per_million_tokens(settings=target),
+            usd_per_million_tokens_batch=g.price_per_million_tokens(batch=True, settings=target),
+        )
         dead = dead_local_owners([o.owner for o in await shadow.lease_owners()] + await g.store.batch_workers())
         mode = ClaimMode.FAILED if retry_failed else ClaimMode.PENDING
         where = ClaimFilter(

@@ -29,6 +29,7 @@ class RunStats:
     retries: int = 0
     api_calls: int = 0
     tokens_sent: int = 0  # estimated tokens of the texts the API answered with vectors (what is billed)
+    batch_tokens_sent: int = 0  # of tokens_sent, those submitted in Batch API jobs (billed at the Batch price)
     rate_limited: int = 0
     cache_hits: int = 0  # chunks whose vector came from the cache: no API call
     batches: int = 0
@@ -47,6 +48,7 @@ class RunStats:
     scope_pending: int = 0  # at the end: chunks still pending in the run's scope
     model: str = ""  # the model the vectors are made by (its price prices the tokens)
     usd_per_million_tokens: float | None = 0.0  # its online price; None: unknown (a model not in the table)
+    usd_per_million_tokens_batch: float | None = 0.0  # its Batch API price
 
     @property
     def elapsed(self) -> float:
@@ -70,7 +72,17 @@ class RunStats:
 
     @property
     def cost_usd(self) -> float | None:
-        """The tokens sent at the model's online list price (None when the price is unknown)."""
+        """What the tokens sent cost at the model's list prices: those of Batch API jobs at the Batch
+        price, the others at the online price (None when a price is unknown)."""
+        online, batch = self.usd_per_million_tokens, self.usd_per_million_tokens_batch
+        if online is None or (self.batch_tokens_sent and batch is None):
+            return None
+        batch_cost = self.batch_tokens_sent * (batch or 0.0)
+        return round(((self.tokens_sent - self.batch_tokens_sent) * online + batch_cost) / 1_000_000, 6)
+
+    @property
+    def cost_usd_if_online(self) -> float | None:
+        """What the same tokens would have cost sent online: the comparison for the Batch API route."""
         price = self.usd_per_million_tokens
         return None if price is None else round(self.tokens_sent * price / 1_000_000, 6)
 
@@ -108,6 +120,7 @@ class RunStats:
             success_rate=round(self.success_rate, 2),
             chunks_per_second=round(self.chunks_per_second, 2),
             cost_usd=self.cost_usd,
+            cost_usd_if_online=self.cost_usd_if_online,
             tokens_estimate_method=ESTIMATE_METHOD,
         )
         return data
@@ -119,6 +132,13 @@ def _cost_line(stats: RunStats) -> str:
         return f"💰 推定コスト: 不明 ({stats.model} の料金は未登録)"
     if price == 0:
         return "💰 推定コスト: $0 (ローカルモデル)"
+    online_equivalent = stats.cost_usd_if_online
+    if stats.batch_tokens_sent and online_equivalent is not None:
+        batch_price = stats.usd_per_million_tokens_batch or 0.0
+        return (
+            f"💰 推定コスト: ${cost:.4f} (うち Batch API {stats.batch_tokens_sent} トークン"
+            f" ${batch_price:g}/100万トークン; すべてオンラインなら ${online_equivalent:.4f})"
+        )
     return f"💰 推定コスト: ${cost:.4f} ({stats.model} オンライン料金 ${price:g}/100万トークン)"
 
 

@@ -1,6 +1,7 @@
 """What the dashboard shows, read in one go from the queue's SQL counts and the run history (never from a
 process's own counters): the backlog, per-document progress, the most common errors, throughput and 429s
-per hour over the last day, tokens and cost today and this month, watchers, recent runs, alerts."""
+per hour over the last day, tokens and cost today and this month, watchers, recent runs, alerts, Batch API
+jobs and a model migration."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from modules.batch_embedding import BatchEmbeddingGenerator
-from modules.stores.base import DocumentStatus, ErrorGroup, QueueStatus
+from modules.engine.migration import MigrationProgress, ModelMigrator
+from modules.stores.base import BatchJobSummary, DocumentStatus, ErrorGroup, QueueStatus
 from modules.stores.ops_base import AlertRow, HistoryRow, SeriesPoint, Totals, WorkerRow, operations_store
 
 CHART_HOURS = 24
@@ -31,6 +33,8 @@ class DashboardData:
     alerts: list[AlertRow]
     silence_seconds: float
     max_attempts: int
+    batch_jobs: list[BatchJobSummary]  # in flight, then the last ones done
+    migration: MigrationProgress | None  # the last model migration, if any
 
     @property
     def open_alerts(self) -> list[AlertRow]:
@@ -90,4 +94,6 @@ async def gather(generator: BatchEmbeddingGenerator, *, zone: str, silence_secon
         alerts=await ops.alerts_list(10),
         silence_seconds=silence_seconds,
         max_attempts=generator.retry_rule.max_attempts,
+        batch_jobs=await store.batch_jobs(recent=5),
+        migration=await ModelMigrator(generator).progress(),
     )

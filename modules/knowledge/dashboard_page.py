@@ -75,6 +75,8 @@ def render_panel(d: DashboardData) -> str:
             _section("⚡ 処理量と 429 (直近24時間, 1時間ごと)", _chart(d)),
             _section("💴 トークンと費用", _money(d)),
             _section("🚨 発生中のアラート", _alerts(d)),
+            _migration(d),
+            _section("📮 Batch API ジョブ", _batch_jobs(d)),
             _section("👀 監視ワーカー", _workers(d)),
             _section("📄 文書ごとの進捗", _documents(d)),
             _section("🧾 よくあるエラー", _errors(d)),
@@ -253,6 +255,60 @@ def _workers(d: DashboardData) -> str:
     return (
         '<div class="scroll"><table id="workers"><thead><tr><th>状態</th><th>ワーカー</th><th>起床</th><th>開始</th>'
         f"<th>最終報告</th><th>最後の結果</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _migration(d: DashboardData) -> str:
+    """The model migration while it fills (with what is left to pay), or how the last one ended."""
+    p = d.migration
+    if p is None:
+        return ""
+    m, q = p.migration, p.queue
+    head = f"{m.source_model or '(記録なし)'} → {m.target_model}"
+    if m.state == "cut_over":
+        agreement = f" · 一致率 {100 * m.agreement:.1f}%" if m.agreement is not None else ""
+        when = _when(d, m.cut_over_at)
+        body = f'<p id="migration" data-state="cut_over">{e(head)}: 切り替え済み {e(when)}{e(agreement)}</p>'
+    elif m.state == "aborted":
+        body = f'<p id="migration" data-state="aborted">{e(head)}: 中止 {e(_when(d, m.ended_at))}</p>'
+    else:
+        share = 100.0 * q.embedded / q.total if q and q.total else 0.0
+        counts = (
+            f"{q.embedded:,}/{q.total:,} · 未処理 {q.pending:,} · 失敗 {q.failed:,} · 処理中 {q.in_progress:,}"
+            if q
+            else ""
+        )
+        cost = ""
+        if p.cost_usd_batch is not None and p.cost_usd_online is not None:
+            cost = f" · 残り推定 Batch API ${p.cost_usd_batch:,.4f} / オンライン ${p.cost_usd_online:,.4f}"
+        body = (
+            f'<div id="migration" data-state="filling"><p>{e(head)}: 埋め込み中 ({share:.1f}%)</p>'
+            f'<div class="progress" role="img" aria-label="{share:.0f}%"><span style="width:{share:.1f}%"></span></div>'
+            f'<p class="note">{e(counts)}{e(cost)}</p></div>'
+        )
+    return _section("🔀 モデル移行", body)
+
+
+def _batch_jobs(d: DashboardData) -> str:
+    if not d.batch_jobs:
+        return '<p class="empty">Batch API ジョブはありません (--batch-api で半額の一括処理)。</p>'
+    rows = []
+    for j in d.batch_jobs:
+        if j.state != "done":
+            state = j.remote_state or j.state
+            result = "-"
+        else:
+            state = f"完了 ({j.outcome or '-'})"
+            result = f"成功 {j.embedded or 0:,} · 失敗 {j.failed or 0:,} · 戻し {j.released or 0:,}"
+        target = "移行先" if j.target == "next" else "現行"
+        rows.append(
+            f"<tr><td>{e(j.name or j.id)}</td><td>{e(j.model)} ({e(target)})</td><td>{e(state)}</td>"
+            f"<td>{j.chunks:,}</td><td>{e(age_text((d.now - j.created_at).total_seconds()))}</td>"
+            f"<td>{e(result)}</td></tr>"
+        )
+    return (
+        '<div class="scroll"><table id="batch-jobs"><thead><tr><th>ジョブ</th><th>モデル</th><th>状態</th>'
+        f"<th>チャンク</th><th>経過</th><th>結果</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
