@@ -294,6 +294,8 @@ def run_soak(config: SoakConfig, database_url: str | None = None, work_dir: Path
             "EMBEDDING_RETRY_DELAY": "0.05",
             "EMBEDDING_MAX_RETRY_DELAY": "1",
             "EMBEDDING_REQUEST_TIMEOUT": "10",
+            # Google's quotas count per minute; here the minute is compressed to the simulator's window
+            "EMBEDDING_QUOTA_WINDOW": f"{config.window_seconds:g}",
             "EMBEDDING_LOG_FILE": str(work / "soak.log"),
             "BATCH_EMBEDDING_DOTENV": str(work / "no-dotenv"),
             **config.extra_env,

@@ -189,3 +189,20 @@ def test_a_gemini_base_url_that_is_not_http_is_refused(url: str) -> None:
 )
 def test_gemini_base_urls_that_are_fine(url: str) -> None:
     assert load_settings(env={"GOOGLE_GEMINI_BASE_URL": url}).gemini_base_url == url
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DATABASE_URL": "postgresql://app:pw@db.example:5432/postgres"},
+        {"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_KEY": "service-role-key"},
+    ],
+)
+def test_a_real_database_without_a_key_never_defaults_to_the_offline_model(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env=env)
+    message = str(caught.value)
+    assert message.startswith("GOOGLE_API_KEY: ") and "EMBEDDING_PROVIDER=local" in message
+    assert ("SUPABASE_URL" if "SUPABASE_URL" in env else "DATABASE_URL") in message
+    chosen = load_settings(env={**env, "EMBEDDING_PROVIDER": "local"})  # on purpose: allowed
+    assert chosen.provider == "local"

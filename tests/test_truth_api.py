@@ -122,7 +122,8 @@ async def test_a_429_with_a_useless_retry_delay_still_backs_off(
     sim.config.rpm = 2
     sim.config.window_seconds = 1.0
     sim.config.retry_delay_override = delay
-    stats = await run(settings_for(EMBEDDING_CONCURRENCY=2))
+    # The quota's window is the simulator's second (Google's minute, compressed), as the user would say
+    stats = await run(settings_for(EMBEDDING_CONCURRENCY=2, EMBEDDING_QUOTA_WINDOW="1"))
     assert (stats.embedded, stats.failed) == (20, 0)
     calls = sim.stats.snapshot().status_counts
     # 4 batches in 2 calls per second: a sender that took 0s at its word would make hundreds of calls

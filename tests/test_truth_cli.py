@@ -130,9 +130,14 @@ async def test_vectors_of_another_model_are_counted_shown_and_never_mixed_silent
         "UPDATE chunks SET embedding = array_fill(0.036, ARRAY[768])::vector, embedding_model = 'text-embedding-004' "
         "WHERE content = '古いモデルの段落です。' RETURNING 1",
     )
+    await fetch_all(  # a legacy vector: no model recorded at all (the old system's) counts as another model's
+        database_url,
+        "UPDATE chunks SET embedding = array_fill(0.036, ARRAY[768])::vector, embedding_model = NULL "
+        "WHERE content = 'もう一つ。' RETURNING 1",
+    )
     status = run_cli(base_env, "--status", "--json")
-    assert json.loads(status.stdout)["other_model"] == 1
-    assert "別モデルのベクトル: 1" in run_cli(base_env, "--status").stdout
+    assert json.loads(status.stdout)["other_model"] == 2
+    assert "別モデルのベクトル: 2" in run_cli(base_env, "--status").stdout
 
     refused = run_cli(base_env)
     assert refused.returncode == 2
@@ -140,11 +145,11 @@ async def test_vectors_of_another_model_are_counted_shown_and_never_mixed_silent
     assert "EMBEDDING_ALLOW_MODEL_MIX" in refused.stderr
     assert "--migrate-to wordllama-l2_supercat-256@768" in refused.stderr  # search keeps working meanwhile
     rows = await fetch_all(database_url, "SELECT count(*) FROM chunks WHERE embedding IS NOT NULL")
-    assert rows[0][0] == 1  # nothing was added
+    assert rows[0][0] == 2  # nothing was added
 
     selftest = run_cli(base_env, script="test_batch_embedding.py")
     assert selftest.returncode == 1
-    assert re.search(r"❌ ベクトルのモデル: 1件", selftest.stdout) and "fix_missing_embeddings.py" in selftest.stdout
+    assert re.search(r"❌ ベクトルのモデル: 2件", selftest.stdout) and "fix_missing_embeddings.py" in selftest.stdout
 
     allowed = run_cli({**base_env, "EMBEDDING_ALLOW_MODEL_MIX": "true"})
     assert allowed.returncode == 0, allowed.stderr

@@ -12,7 +12,7 @@ from modules.logs import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
-DB_ATTEMPTS = 6  # 1 + 2 + 4 + 8 + 10 s: long enough for a database restart
+DB_PATIENCE = 25.0  # seconds from a database operation's first failure to giving up: a restart fits
 
 
 async def finish_despite_cancel(operation: Awaitable[T], limit_seconds: float = 15.0) -> T:
@@ -62,17 +62,21 @@ async def claim_despite_cancel(
 
 
 async def with_db_retries(what: str, operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a database operation, giving a restarting database a few seconds to come back. Computed
-    vectors stay in memory meanwhile; nothing is marked done until the write is confirmed."""
-    for attempt in range(1, DB_ATTEMPTS + 1):
+    """Run a database operation, giving a restarting database DB_PATIENCE seconds (from the first
+    failure, the attempts' own waits for a connection included) to come back. Computed vectors stay in
+    memory meanwhile; nothing is marked done until the write is confirmed."""
+    loop = asyncio.get_running_loop()
+    first_failure: float | None = None
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return await operation()
         except StoreUnavailableError as exc:
-            if attempt == DB_ATTEMPTS:
-                raise
+            now = loop.time()
+            first_failure = now if first_failure is None else first_failure
             delay = min(10.0, 0.5 * 2**attempt)
-            log.warning(
-                "🗄️ %sに失敗しました。%.1f秒後に再試行します (%d/%d): %s", what, delay, attempt, DB_ATTEMPTS, exc
-            )
+            if now + delay - first_failure > DB_PATIENCE:
+                raise
+            log.warning("🗄️ %sに失敗しました。%.1f秒後に再試行します (%d回目): %s", what, delay, attempt, exc)
             await asyncio.sleep(delay)
-    raise AssertionError("unreachable")

@@ -72,6 +72,7 @@ log = get_logger(__name__)
 AConn = psycopg.AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x656D6271  # "embq": serializes concurrent migrations from several workers
 _LOCK_TIMEOUT_SECONDS = 5
+_UNREACHABLE_WAIT = 2.0  # seconds to wait for a connection while the server is known to be unreachable
 # The statements a model migration's shadow view runs in place of the live column's (queries.sql).
 _SHADOW_STATEMENTS = (
     "claim",
@@ -117,6 +118,7 @@ class PostgresStore(OperationsQueries):
         self._context: SqlContext | None = None
         self._is_view = False  # a shadow view shares its parent's pool and never closes it
         self._connect_kwargs: dict[str, Any] = {"connect_timeout": 10}
+        self._unreachable = False  # the last attempt to reach the server failed
         if _needs_no_prepare(conninfo):
             self._connect_kwargs["prepare_threshold"] = None
 
@@ -248,12 +250,19 @@ class PostgresStore(OperationsQueries):
     async def _connection(self) -> AsyncIterator[AConn]:
         if self._pool is None:
             raise StoreError("the store is not prepared; call prepare() first")
+        # Once the server is known to be unreachable, callers learn it in a moment, not after the pool's
+        # whole wait: the retries, the releases and the last writes of a run that is losing its database
+        # then add up to DB_PATIENCE, not to minutes.
+        timeout = _UNREACHABLE_WAIT if self._unreachable else None
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=timeout) as conn:
+                self._unreachable = False
                 yield conn
         except psycopg.OperationalError as exc:
+            self._unreachable = True
             raise StoreUnavailableError(f"lost the connection to PostgreSQL: {_short(exc)}") from None
         except PoolTimeout as exc:
+            self._unreachable = self._pool.get_stats().get("pool_size", 0) == 0  # none alive: not just busy
             raise StoreUnavailableError(f"no PostgreSQL connection available: {_short(exc)}") from None
 
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
