@@ -56,7 +56,19 @@ def run_module(args: list[str], timeout: float) -> str:
 def test_throughput_quick_run_writes_every_row_and_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "throughput.json"
     output = run_module(
-        ["benchmarks.throughput", "--quick", "--chunks", "200", "--count-mode", "text", "--out", str(out)], timeout=60
+        [
+            "benchmarks.throughput",
+            "--quick",
+            "--chunks",
+            "200",
+            "--count-mode",
+            "text",
+            "--cells",
+            "bare,small-texts",  # two cells of the matrix: the whole matrix is the full run's
+            "--out",
+            str(out),
+        ],
+        timeout=60,
     )
     assert "ceiling" in output and "chunks/s" in output  # the table was printed
     report = json.loads(out.read_text(encoding="utf-8"))
@@ -79,6 +91,10 @@ def test_throughput_quick_run_writes_every_row_and_loses_nothing(tmp_path: Path)
     assert rows["ours-auto"]["db"]["embedded"] == rows["ours-given"]["db"]["embedded"] == 200
     assert rows["ours-given"]["client"]["settings"]["EMBEDDING_QUOTA_WINDOW"]  # the quota was told up front
     assert section["targets"]["evaluated"] is True
+    cells = {c["cell"]["key"]: c for c in report["matrix"]["cells"]}
+    assert list(cells) == ["bare", "small-texts"]  # (the per-day cell needs more calls than 200 chunks make)
+    for key, cell in cells.items():
+        assert cell["status"] == "ok" and cell["lost"] == 0 and cell["api_calls"] > 0, (key, cell.get("error_tail"))
 
 
 @pytest.mark.timeout(120)
