@@ -81,6 +81,30 @@ async def test_a_batch_run_embeds_everything_through_jobs_with_exact_vectors_and
                                         ("done", "ingested", 40, 0, 0)]  # fmt: skip
 
 
+async def test_a_job_over_the_inline_limit_goes_as_a_jsonl_file_and_is_ingested_the_same(
+    database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from modules import batch_embedding
+    from modules.embedders.gemini_batch import GeminiBatchEmbedder
+
+    # Google takes inline requests up to 20 MB; jobs of Japanese text that big would make a slow test, so the
+    # limit is lowered here: a job of 80 texts (~15 KB) is then over it and goes through the Files API.
+    monkeypatch.setattr(
+        batch_embedding, "GeminiBatchEmbedder", functools.partial(GeminiBatchEmbedder, inline_limit_bytes=4_000)
+    )
+    await seed_chunks(database_url, corpus(200, docs=4))
+    stats = await run(settings_for(), batch_api=True)
+    assert stats.ok and (stats.embedded, stats.batch_jobs_submitted) == (200, 3)
+    snapshot = sim.stats.to_dict()
+    assert snapshot["files_uploaded"] == 3 and snapshot["files_downloaded"] == 3  # requests and results as files
+    assert sorted(snapshot["batch_embeds_per_text"].values()) == [1] * 200
+    after = rows(database_url)
+    assert all(r.embedded for r in after) and wrong_vectors(after) == []
+    assert online_calls(sim) == 0
+
+
 async def test_an_items_own_error_is_recorded_on_its_chunk(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:

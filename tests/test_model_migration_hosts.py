@@ -189,7 +189,7 @@ async def test_a_cut_over_that_crashed_after_an_index_build_runs_again(
         migrator = ModelMigrator(generator)
         _, target = await migrator.start("local@384")
         await migrator.fill(target)
-        (twin,) = [t for t in await migrator._schema(384).index_plan() if t.vector_index]
+        (twin,) = [t for t in await migrator.schema_for(384).index_plan() if t.vector_index]
         sql(
             database_url,
             twin.definition,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
-from benchmarks.corpus import generate
 from modules.engine.batch_size import BatchSizer
 from modules.engine.pacing import LEAVE_WAIT, SKEW, STRETCH, Pacer, QuotaHit, Send, Ticket
 from modules.engine.quotas import Limit, SendLog
@@ -23,17 +23,17 @@ def pacer_with_history(sends: list[tuple[float, Send]], *, window: float = 1.0, 
     now = time.monotonic()
     for ago, send in sends:
         ticket = Ticket(send, now - ago)
-        pacer._log.add(ticket)
-        pacer._log.answered(ticket, now - ago + 0.01)
-        pacer._texts_sent += send.texts
-        pacer._tokens_sent += send.tokens
+        pacer.sends.add(ticket)
+        pacer.sends.answered(ticket, now - ago + 0.01)
+        pacer.texts_sent += send.texts
+        pacer.tokens_sent += send.tokens
     return pacer
 
 
 def in_flight(pacer: Pacer, send: Send) -> Ticket:
     """A call just sent (about to be answered, or refused)."""
     ticket = Ticket(send, time.monotonic())
-    pacer._log.add(ticket)
+    pacer.sends.add(ticket)
     return ticket
 
 
@@ -65,8 +65,8 @@ def test_a_server_error_answer_frees_its_room_but_a_timeout_does_not() -> None:
     timed_out = in_flight(pacer, Send(1, 1, 10))
     pacer.failed(timed_out, charged=True)  # a timeout: it may have been counted
     now = time.monotonic()
-    assert pacer._log.wait("calls", 1, 2, now, 60.0) == 0.0  # one of two used
-    wait = pacer._log.wait("calls", 2, 2, now, 60.0)
+    assert pacer.sends.wait("calls", 1, 2, now, 60.0) == 0.0  # one of two used
+    wait = pacer.sends.wait("calls", 2, 2, now, 60.0)
     assert wait is not None and wait > 0  # not room for two
 
 
@@ -89,7 +89,7 @@ async def test_a_cancelled_wait_sends_nothing() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert len(pacer._log) == 1
+    assert len(pacer.sends) == 1
 
 
 async def test_a_call_counts_from_when_it_left_and_the_next_waits_for_that() -> None:
@@ -189,7 +189,7 @@ def test_overruns_with_the_widest_margins_mean_another_worker_spends_the_quota_t
     time.sleep(0.002)
     pacer.rate_limited(in_flight(pacer, Send(1, 100, 50_000)), QuotaHit(0.01, "requests", 10))
     assert pacer.share == pytest.approx(0.7) and pacer.room("calls") == pytest.approx(7)
-    pacer._relax(time.monotonic() + 3 * pacer.span)  # two windows without a 429: a little back
+    pacer.relax(time.monotonic() + 3 * pacer.span)  # two windows without a 429: a little back
     assert pacer.share == pytest.approx(0.75)
 
 
@@ -221,9 +221,9 @@ async def test_until_a_limit_is_known_one_call_is_in_flight_while_another_lane_g
 
 def test_lanes_follow_littles_law_once_a_limit_is_known() -> None:
     pacer = pacer_with_history([(0.5, Send(1, 100, 50_000))])
-    assert pacer._lanes_needed(0.3) == 2  # no limit known: at least two (they wait at the pacer)
+    assert pacer.lanes_needed(0.3) == 2  # no limit known: at least two (they wait at the pacer)
     pacer.limits["calls"] = Limit.named("calls", 600, 0.0)  # 600 calls a second
-    assert pacer._lanes_needed(0.02) == 15  # 600/s x 0.02 s x 1.25
+    assert pacer.lanes_needed(0.02) == 15  # 600/s x 0.02 s x 1.25
 
 
 def test_auto_batch_size_is_the_apis_maximum_unless_a_quota_cant_take_it() -> None:
@@ -269,6 +269,14 @@ def test_the_token_estimate_counts_japanese_per_character_and_ascii_runs_per_fou
     assert estimate_tokens(text) == tokens
 
 
-def test_the_token_estimate_never_undercounts_the_simulators_tokenizer_on_the_benchmark_corpus() -> None:
-    texts = [chunk.content for chunk in generate(300, seed=3)]
+def test_the_token_estimate_never_undercounts_the_simulators_tokenizer_on_the_sample_documents() -> None:
+    samples = Path(__file__).resolve().parent.parent / "samples"
+    texts = [
+        line
+        for path in sorted(samples.iterdir())
+        if path.suffix in (".md", ".txt") and path.name != "README.md"
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
+    assert len(texts) > 50
     assert sum(estimate_tokens(t) for t in texts) >= sum(count_tokens(t) for t in texts)

@@ -137,7 +137,7 @@ class ModelMigrator:
                 "drop it (--migrate-abort) first"
             )
         if current.seeded_at is None:  # a start cut short: queue the rest (queueing twice is harmless)
-            seen = await self._schema(choice.dimensions).seed(current.id)
+            seen = await self.schema_for(choice.dimensions).seed(current.id)
             log.info("📋 移行先モデルの処理待ちに既存のチャンクを登録しました: %d件", seen)
             current = await g.store.migration_current()
             assert current is not None
@@ -151,7 +151,7 @@ class ModelMigrator:
             raise MigrationError(f"the vector column already holds {live_id}: there is nothing to migrate")
         # Vectors of an unrecorded or another model (an older system's): the source is not known.
         source = None if status.other_model else live_id
-        schema = self._schema(dimensions)
+        schema = self.schema_for(dimensions)
         vector_indexes = await schema.vector_indexes()
         if dimensions > 2000 and vector_indexes:
             raise MigrationError(
@@ -260,7 +260,7 @@ class ModelMigrator:
         if current.seeded_at is None:
             raise MigrationNotReadyError(f"the migration's start was cut short: run {command} first")
         dims = dimensions_of(current.target_model) or g.settings.dimensions
-        schema = self._schema(dims)
+        schema = self.schema_for(dims)
         target = parse_model_spec(current.target_model, dims).settings(g.settings)
         report = CutoverReport(current.id, current.source_model, current.target_model, None, 0, [])
 
@@ -334,7 +334,7 @@ class ModelMigrator:
         if current is None or current.state != "filling":
             raise MigrationError("no model migration is under way: there is nothing to abort")
         await self._cancel_jobs(current)
-        await self._schema(dimensions_of(current.target_model) or g.settings.dimensions).abort()
+        await self.schema_for(dimensions_of(current.target_model) or g.settings.dimensions).abort()
         log.info(
             "↩️ モデル移行を中止しました: %s への移行の列・キュー・ジョブを削除しました (ベクトル列はそのままです)",
             current.target_model,
@@ -362,7 +362,8 @@ class ModelMigrator:
             except Exception as exc:  # the job is dropped from our side either way
                 log.warning("⚠️ バッチジョブ %s を取り消せませんでした: %s", job.name, exc)
 
-    def _schema(self, dimensions: int) -> MigrationSchema:
+    def schema_for(self, dimensions: int) -> MigrationSchema:
+        """The DDL side of a migration to vectors of `dimensions` (PostgreSQL only)."""
         from modules.stores.model_migration import MigrationSchema
         from modules.stores.postgres import PostgresStore
 

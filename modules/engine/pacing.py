@@ -119,12 +119,12 @@ class Pacer:
         self.sizer = BatchSizer(batch_size, max_batch, slow_seconds)
         self.stats = PacerStats()
         self.retry_hint = 0.0  # after a 429 without RetryInfo: seconds until the refused call fits
-        self._log = SendLog()
+        self.sends = SendLog()  # the replica of the server's windows: what was sent, when, and what is in flight
         self._paused_until = 0.0
         self._gate = asyncio.Lock()  # one sender at a time checks the quotas and logs its call
         self._answer = asyncio.Event()  # set whenever a call in flight is answered or withdrawn
-        self._texts_sent = 0
-        self._tokens_sent = 0
+        self.texts_sent = 0  # all this pacer let through: their ratio sizes calls to a token quota
+        self.tokens_sent = 0
         self._last_429 = time.monotonic()
         self._last_growth: float | None = None  # the first send, then the last time a lane was added
         self._latency: float | None = None  # seconds from a request leaving to its answer (smoothed)
@@ -165,7 +165,7 @@ class Pacer:
                     await asyncio.wait_for(self._left.wait(), timeout=LEAVE_WAIT)
             while True:
                 now = time.monotonic()
-                self._relax(now)
+                self.relax(now)
                 quota_wait, blocked = self._quota_wait(send, now, press=True)
                 blocked = blocked or self._blind_wait()
                 pause = self._paused_until - now
@@ -184,10 +184,10 @@ class Pacer:
             self._left.clear()
             if self._last_growth is None:
                 self._last_growth = now
-            self._log.add(ticket)
-            self._texts_sent += send.texts
-            self._tokens_sent += send.tokens
-            self._log.trim(now, self.window * (1.0 + MAX_STRETCH) + MAX_SKEW + 1.0)
+            self.sends.add(ticket)
+            self.texts_sent += send.texts
+            self.tokens_sent += send.tokens
+            self.sends.trim(now, self.window * (1.0 + MAX_STRETCH) + MAX_SKEW + 1.0)
             return ticket
 
     def sent(self, ticket: Ticket) -> None:
@@ -214,16 +214,16 @@ class Pacer:
     def succeeded(self, ticket: Ticket, latency: float) -> None:
         now = time.monotonic()
         self._ended(ticket)
-        if self._log.answered(ticket, now):
+        if self.sends.answered(ticket, now):
             self._answer.set()
         self.sizer.succeeded(latency)
         self._fit()  # tokens per text move with what was sent
         self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
         if self.limits:
-            self.limiter.target(self._lanes_needed(self._latency))
-        elif self._log.in_flight_count() + 1 >= self._blind and now - max(self._last_429, self._last_growth or now) >= (
-            2 * self.span
-        ):
+            self.limiter.target(self.lanes_needed(self._latency))
+        elif self.sends.in_flight_count() + 1 >= self._blind and now - max(
+            self._last_429, self._last_growth or now
+        ) >= (2 * self.span):
             # No limit known yet, and two windows without a 429 (a fixed window may take two to fill)
             # while every call allowed was in flight: answers hold the run back. One more call in
             # flight at most that often, so that the first 429 finds few calls to refuse with it.
@@ -235,7 +235,7 @@ class Pacer:
         """A call failed without a 429. A server error answer (5xx) did no work and is taken as not
         charged; a timeout or a broken connection may have been, so it stays counted."""
         self._gone(ticket)  # it may never have left (a refused connection): no conclusion on reports
-        changed = self._log.answered(ticket, time.monotonic()) if charged else self._log.withdraw(ticket)
+        changed = self.sends.answered(ticket, time.monotonic()) if charged else self.sends.withdraw(ticket)
         if changed:
             self._answer.set()
 
@@ -251,7 +251,7 @@ class Pacer:
         comes from the retry policy (`pause`)."""
         now = time.monotonic()
         self._ended(ticket)
-        if self._log.withdraw(ticket):  # a refused call costs no quota
+        if self.sends.withdraw(ticket):  # a refused call costs no quota
             self._answer.set()
         self._last_429 = now
         overrun: set[Unit] = set()  # limits this 429 shows the margins too small for
@@ -266,7 +266,7 @@ class Pacer:
                 self.limits[unit] = Limit.named(unit, hit.limit, now)
                 log.info("📏 クォータを学習: %gs あたり %d %s", self.window, hit.limit, UNIT_NAMES[unit])
             else:
-                used = self._log.used(unit, ticket.sent_at, self.span)
+                used = self.sends.used(unit, ticket.sent_at, self.span)
                 limit = self.limits.setdefault(unit, Limit(unit, 0.0, False, now))
                 if not limit.refused(used, ticket.send.units(unit), now, self._fill(unit)):
                     overrun.add(unit)  # refused below a level that ran quiet: the margins may be too small
@@ -305,7 +305,7 @@ class Pacer:
             return ("tokens",)
         if hit.kind is None or hit.limit is None:
             return ("texts",)
-        calls = self._log.used("calls", ticket.sent_at, self.span) + ticket.send.calls
+        calls = self.sends.used("calls", ticket.sent_at, self.span) + ticket.send.calls
         unit: Unit = "texts" if calls <= hit.limit * TEXTS_IF_CALLS_BELOW and ticket.send.texts > 1 else "calls"
         other: Unit = "calls" if unit == "texts" else "texts"
         mistaken = self.limits.get(other)
@@ -320,7 +320,7 @@ class Pacer:
         longest, blocked = 0.0, False
         leaves_at = now + self._lead()
         for unit, limit in self.limits.items():
-            wait = self._log.wait(unit, send.units(unit), self.room(unit), leaves_at, self.span)
+            wait = self.sends.wait(unit, send.units(unit), self.room(unit), leaves_at, self.span)
             if wait is None or wait > 0:
                 limit.pressed = limit.pressed or press
             if wait is None:
@@ -332,9 +332,9 @@ class Pacer:
     def _blind_wait(self) -> bool:
         """Before any limit is known, at most `_blind` calls are in flight (the lanes, one more, claim
         and write meanwhile): a 429 then finds few calls to refuse with it."""
-        return self.limiter.adaptive and not self.limits and self._log.in_flight_count() >= self._blind
+        return self.limiter.adaptive and not self.limits and self.sends.in_flight_count() >= self._blind
 
-    def _lanes_needed(self, latency: float) -> int:
+    def lanes_needed(self, latency: float) -> int:
         """Little's law: the calls a second the known limits allow, times how long a lane takes per call
         (its answer, and a quarter more for claiming, checking and writing); at least two, so that a
         retry's backoff or a slow answer never leaves the quota idle (the second waits here)."""
@@ -342,7 +342,7 @@ class Pacer:
         per_call: dict[Unit, float] = {
             "calls": 1.0,
             "texts": float(size),
-            "tokens": size * (self._tokens_sent / self._texts_sent if self._texts_sent else 500.0),
+            "tokens": size * (self.tokens_sent / self.texts_sent if self.texts_sent else 500.0),
         }
         rate = min((self.room(unit) / self.span / per_call[unit] for unit in self.limits), default=0.0)
         return max(2, math.ceil(rate * 1.25 * latency))
@@ -362,9 +362,9 @@ class Pacer:
         leaves_at = now + self._lead()
         for unit, limit in self.limits.items():
             if not limit.exact:
-                limit.let_through(float(self._log.used(unit, leaves_at, self.span) + send.units(unit)))
+                limit.let_through(float(self.sends.used(unit, leaves_at, self.span) + send.units(unit)))
 
-    def _relax(self, now: float) -> None:
+    def relax(self, now: float) -> None:
         """A bracketed limit that ran a whole window at the quota without a 429 tries higher; a share
         below the whole grows back after two windows without a 429."""
         moved = False
@@ -377,7 +377,7 @@ class Pacer:
             self._fit()
 
     def _fit(self) -> None:
-        tokens_per_text = self._tokens_sent / self._texts_sent if self._texts_sent else 500.0
+        tokens_per_text = self.tokens_sent / self.texts_sent if self.texts_sent else 500.0
         rooms = {unit: self.room(unit) for unit in self.limits}
         self.sizer.fit(self.limits, rooms, tokens_per_text)
         self.stats.learned = ", ".join(
