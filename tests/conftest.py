@@ -31,6 +31,7 @@ def pg_server() -> Iterator[str]:
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET fsync = off")
         conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+        conn.execute("ALTER SYSTEM SET full_page_writes = off")  # CREATE DATABASE per test: 0.2 s -> 0.08 s
         conn.execute("ALTER SYSTEM SET max_connections = 200")
         conn.execute("SELECT pg_reload_conf()")
     yield server.get_uri()

@@ -132,6 +132,7 @@ async def test_what_a_failed_or_expired_job_could_not_embed_goes_back_to_the_onl
     assert job[0] == "done" and job[1] in ("failed", "expired") and job[4] == 60
 
 
+@pytest.mark.slow  # over 2 s: the full tier only
 async def test_submitted_jobs_are_ingested_by_a_later_run_and_shown_in_status(
     database_url: str, base_env: dict[str, str], sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:

@@ -51,6 +51,7 @@ class OwnServer:
         with psycopg.connect(self.admin_uri, autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET fsync = off")
             conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+            conn.execute("ALTER SYSTEM SET full_page_writes = off")
             conn.execute("SELECT pg_reload_conf()")
 
     def pg_ctl(self, *args: str) -> None:

@@ -49,6 +49,7 @@ async def run_all(settings: Settings, **kwargs: Any) -> Any:
     return stats, status
 
 
+@pytest.mark.slow  # over 2 s: the full tier only
 async def test_happy_path_1000_chunks_take_exactly_100_calls(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
@@ -77,6 +78,7 @@ async def test_batch_100_takes_ten_calls(
 
 @pytest.mark.parametrize("retry_info_rate", [1.0, 0.0], ids=["with-RetryInfo", "without-RetryInfo"])
 @pytest.mark.parametrize(("count_mode", "rpm"), [("call", 10), ("text", 100)], ids=["per-call", "per-text"])
+@pytest.mark.slow  # over 2 s: the full tier only
 async def test_429_storm_ends_with_everything_embedded(
     database_url: str,
     simulator: GeminiSimulator,
@@ -105,6 +107,7 @@ async def test_429_storm_ends_with_everything_embedded(
     assert 1.5 <= stats.elapsed <= 12  # the quota was waited out, not skipped, and then used
 
 
+@pytest.mark.slow  # over 2 s: the full tier only
 async def test_503_burst_is_retried_and_charges_no_chunk(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
