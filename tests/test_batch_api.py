@@ -61,6 +61,7 @@ async def jobs(url: str) -> list[tuple[Any, ...]]:
     )
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_batch_run_embeds_everything_through_jobs_with_exact_vectors_and_no_online_call(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:
@@ -81,6 +82,7 @@ async def test_a_batch_run_embeds_everything_through_jobs_with_exact_vectors_and
                                         ("done", "ingested", 40, 0, 0)]  # fmt: skip
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_job_over_the_inline_limit_goes_as_a_jsonl_file_and_is_ingested_the_same(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,6 +107,7 @@ async def test_a_job_over_the_inline_limit_goes_as_a_jsonl_file_and_is_ingested_
     assert online_calls(sim) == 0
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_an_items_own_error_is_recorded_on_its_chunk(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:
@@ -118,6 +121,7 @@ async def test_an_items_own_error_is_recorded_on_its_chunk(
 
 
 @pytest.mark.parametrize("fault", ["batch_fail_rate", "batch_expire_rate"])
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_what_a_failed_or_expired_job_could_not_embed_goes_back_to_the_online_path(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings], fault: str
 ) -> None:
@@ -132,7 +136,7 @@ async def test_what_a_failed_or_expired_job_could_not_embed_goes_back_to_the_onl
     assert job[0] == "done" and job[1] in ("failed", "expired") and job[4] == 60
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_submitted_jobs_are_ingested_by_a_later_run_and_shown_in_status(
     database_url: str, base_env: dict[str, str], sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:

@@ -51,7 +51,7 @@ async def run_all(settings: Settings) -> Any:
         return await generator.run()
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_gemini_embedding_2_embeds_1000_chunks_in_100_calls_with_exact_vectors(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
@@ -90,7 +90,7 @@ async def test_gemini_embedding_001_sends_each_text_with_its_own_documents_title
         np.testing.assert_allclose(vector.to_numpy(), expected("gemini-embedding-001", content), atol=1e-6)
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_143_small_documents_take_one_call_per_full_batch(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:

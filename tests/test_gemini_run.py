@@ -49,7 +49,7 @@ async def run_all(settings: Settings, **kwargs: Any) -> Any:
     return stats, status
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_happy_path_1000_chunks_take_exactly_100_calls(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
@@ -68,6 +68,7 @@ async def test_happy_path_1000_chunks_take_exactly_100_calls(
     assert sorted(simulator.stats.embeds_per_text.values()) == [1] * 1000
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_batch_100_takes_ten_calls(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
@@ -78,7 +79,7 @@ async def test_batch_100_takes_ten_calls(
 
 @pytest.mark.parametrize("retry_info_rate", [1.0, 0.0], ids=["with-RetryInfo", "without-RetryInfo"])
 @pytest.mark.parametrize(("count_mode", "rpm"), [("call", 10), ("text", 100)], ids=["per-call", "per-text"])
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_429_storm_ends_with_everything_embedded(
     database_url: str,
     simulator: GeminiSimulator,
@@ -107,7 +108,7 @@ async def test_429_storm_ends_with_everything_embedded(
     assert 1.5 <= stats.elapsed <= 12  # the quota was waited out, not skipped, and then used
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_503_burst_is_retried_and_charges_no_chunk(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:
@@ -218,6 +219,7 @@ async def test_a_poison_chunk_in_a_batch_spanning_two_documents_fails_alone(
     assert rows[0][0] == 5
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_quota_given_up_front_is_kept(
     database_url: str, simulator: GeminiSimulator, gemini_settings: Callable[..., Settings]
 ) -> None:

@@ -273,6 +273,7 @@ async def test_a_job_drawn_to_fail_ends_failed_without_results(sim: GeminiSimula
 
 
 @pytest.mark.asyncio
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_jobs_expire_after_batch_expire_seconds_without_results(sim: GeminiSimulator) -> None:
     client = client_for(sim)
     sim.config.batch_expire_seconds = 0.8
@@ -363,6 +364,7 @@ async def test_over_limit_and_poison_items_fail_alone_in_a_batch(sim: GeminiSimu
 
 
 @pytest.mark.asyncio
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_inline_requests_over_20_mb_are_refused_with_googles_400(sim: GeminiSimulator) -> None:
     client = client_for(sim)
     big = "a" * (10 * 1024 * 1024 + 512 * 1024)  # two of these: ~21 MB of JSON

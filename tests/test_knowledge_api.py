@@ -172,6 +172,7 @@ async def gemini_api(
             yield client, service, simulator
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_the_same_files_again_are_free_and_an_edit_re_embeds_only_what_changed(
     gemini_api: tuple[httpx.AsyncClient, KnowledgeService, GeminiSimulator], database_url: str
 ) -> None:

@@ -239,7 +239,7 @@ async def test_a_database_newer_than_this_program_is_left_alone(database_url: st
         await store.aclose()
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_an_upgrade_blocked_by_a_long_transaction_gives_up_and_changes_nothing(database_url: str) -> None:
     apply_v1(database_url)
     fill_every_state(database_url)

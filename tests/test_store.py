@@ -83,6 +83,7 @@ async def test_two_claimers_never_get_the_same_chunk(database_url: str) -> None:
             await s.aclose()
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_expired_lease_comes_back_and_is_reported_stale(database_url: str) -> None:
     await seed_chunks(database_url, {"d": ["a", "b", "c"]})
     store = await _store(database_url)

@@ -206,6 +206,7 @@ async def test_status_counts_per_queue_and_per_document(backend: Backend) -> Non
         await store.aclose()
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_two_concurrent_workers_never_take_the_same_chunk(backend: Backend) -> None:
     await backend.seed(corpus(300, docs=3))
     stores = [await backend.store(), await backend.store()]

@@ -303,6 +303,7 @@ async def test_dimension_mismatch_is_found_through_the_rpc(database_url: str, su
 # --- transient failures ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_503_burst_on_complete_is_retried_and_each_result_written_once(
     fake: PostgrestFake, supabase_db: str, base_env: dict[str, str]
 ) -> None:

@@ -115,6 +115,7 @@ async def test_a_429_asking_for_a_day_ends_the_run_at_once_with_nothing_charged(
 
 
 @pytest.mark.parametrize("delay", ["0s", "-5s", "soon"])
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_429_with_a_useless_retry_delay_still_backs_off(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings], delay: str
 ) -> None:
@@ -253,6 +254,7 @@ async def test_repair_finds_degenerate_vectors_already_stored_and_drops_them_fro
     assert bad_cache[0][0] == 0
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_chunk_edited_while_in_flight_is_embedded_with_its_new_text_in_the_same_run(
     database_url: str, sim: GeminiSimulator, settings_for: Callable[..., Settings]
 ) -> None:

@@ -68,6 +68,7 @@ async def test_a_slow_call_keeps_its_lease_by_the_heartbeat_and_nobody_takes_its
     assert sorted(embeds_by_content(sim, [r.content for r in rows(database_url)]).values()) == [1] * 10
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_a_result_is_written_only_by_the_leases_owner(database_url: str) -> None:
     await seed_chunks(database_url, {"d": ["遅れたワーカーの段落。"]})
     slow, fast = await store_for(database_url), await store_for(database_url)

@@ -149,6 +149,7 @@ async def test_an_office_text_file_is_stored_with_its_widths_as_written(
         assert written in content
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_euc_jp_uploads_are_stored_as_written_never_as_mojibake(
     japanese_settings: Settings, database_url: str
 ) -> None:

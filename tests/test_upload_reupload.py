@@ -149,6 +149,7 @@ async def test_several_documents_of_one_name_are_not_guessed_between(
     assert await chunk_rows(database_url) == rows
 
 
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_twenty_concurrent_uploads_of_one_file_end_as_one_document(
     app: tuple[httpx.AsyncClient, KnowledgeService], database_url: str
 ) -> None:

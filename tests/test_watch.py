@@ -118,7 +118,7 @@ async def test_an_insert_wakes_an_idle_watcher_long_before_its_sweep(
     assert workers == [("listen", True, 0)]
 
 
-@pytest.mark.slow  # over 2 s: the full tier only
+@pytest.mark.slow  # over 1 s: the full tier only
 async def test_an_idle_watcher_sleeps(database_url: str, make_settings: Callable[..., Settings]) -> None:
     """Nothing to do from the start (the wake-up the LISTEN connection gives when it connects included): the
     watcher looks once and sleeps until its sweep, it does not spin."""
