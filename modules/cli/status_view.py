@@ -172,9 +172,8 @@ def format_migration(progress: MigrationProgress) -> str:
         return f"\n{head} (中止)"
     lines = ["", f"{head} (進行中)"]
     if q is not None:
-        share = 100.0 * q.embedded / q.total if q.total else 100.0
         lines.append(
-            f"  {q.embedded} / {q.total} チャンク ({share:.1f}%) | 未処理 {q.pending} | 失敗 {q.failed}"
+            f"  {q.embedded} / {q.total} チャンク ({q.percent_embedded:.1f}%) | 未処理 {q.pending} | 失敗 {q.failed}"
             f" | 処理中 {q.in_progress}"
         )
     cost = ""

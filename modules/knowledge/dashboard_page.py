@@ -272,7 +272,7 @@ def _migration(d: DashboardData) -> str:
     elif m.state == "aborted":
         body = f'<p id="migration" data-state="aborted">{e(head)}: 中止 {e(_when(d, m.ended_at))}</p>'
     else:
-        share = 100.0 * q.embedded / q.total if q and q.total else 0.0
+        share = q.percent_embedded if q else 0.0
         counts = (
             f"{q.embedded:,}/{q.total:,} · 未処理 {q.pending:,} · 失敗 {q.failed:,} · 処理中 {q.in_progress:,}"
             if q
