@@ -93,6 +93,9 @@ class NoopEmbedder:
     def calls_made(self) -> int:
         return self._calls
 
+    def batch_client(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 

@@ -22,8 +22,6 @@ from types import TracebackType
 
 from modules.embedders import make_embedder
 from modules.embedders.base import Embedder
-from modules.embedders.gemini import GeminiEmbedder
-from modules.embedders.gemini_batch import GeminiBatchEmbedder
 from modules.embedding_models import model_info
 from modules.engine.batch_route import BatchOptions, BatchRoute
 from modules.engine.breaker import CircuitBreaker
@@ -386,13 +384,13 @@ class BatchEmbeddingGenerator:
         """The Batch API route, where the provider has one (Gemini); `target` "next" submits a model
         migration's jobs (with its model's `embedder`)."""
         embedder = embedder or self.embedder
-        embedder = getattr(embedder, "inner", embedder)  # under a wrapper (metrics), the adapter itself
-        if not isinstance(embedder, GeminiEmbedder):
+        client = embedder.batch_client()
+        if client is None:
             return None
         s = self.settings
         return BatchRoute(
             store=self.store,
-            client=GeminiBatchEmbedder(embedder),
+            client=client,
             screener=self._screener(embedder, settings),
             options=BatchOptions(
                 worker=self.worker,

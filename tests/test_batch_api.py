@@ -88,13 +88,13 @@ async def test_a_job_over_the_inline_limit_goes_as_a_jsonl_file_and_is_ingested_
 ) -> None:
     import functools
 
-    from modules import batch_embedding
+    from modules.embedders import gemini_batch
     from modules.embedders.gemini_batch import GeminiBatchEmbedder
 
     # Google takes inline requests up to 20 MB; jobs of Japanese text that big would make a slow test, so the
     # limit is lowered here: a job of 80 texts (~15 KB) is then over it and goes through the Files API.
     monkeypatch.setattr(
-        batch_embedding, "GeminiBatchEmbedder", functools.partial(GeminiBatchEmbedder, inline_limit_bytes=4_000)
+        gemini_batch, "GeminiBatchEmbedder", functools.partial(GeminiBatchEmbedder, inline_limit_bytes=4_000)
     )
     await seed_chunks(database_url, corpus(200, docs=4))
     stats = await run(settings_for(), batch_api=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from modules.errors import TransientEmbeddingError
+
+if TYPE_CHECKING:
+    from modules.embedders.batch_base import BatchEmbedder
 
 Vectors = npt.NDArray[np.float32]  # shape (n_texts, dimensions), rows L2-normalized
 MIN_NORM, MAX_NORM = 1e-6, 1e6  # a real embedding's norm is about 1 (0.3..40 before normalizing)
@@ -64,6 +67,10 @@ class Embedder(Protocol):
 
     def calls_made(self) -> int:
         """Real API calls made so far (for the run stats)."""
+        ...
+
+    def batch_client(self) -> BatchEmbedder | None:
+        """The provider's Batch API on the same model and settings (half price, hours), or None."""
         ...
 
     async def aclose(self) -> None: ...

@@ -36,7 +36,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from google import genai
@@ -55,6 +55,9 @@ from modules.errors import (
 from modules.logs import scrub
 from modules.settings import GEMINI_MAX_BATCH, Settings
 from modules.text import estimate_tokens
+
+if TYPE_CHECKING:
+    from modules.embedders.gemini_batch import GeminiBatchEmbedder
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
 _RETRY_IN = re.compile(r"retry in ([0-9]*\.?[0-9]+)\s*(ms|s)\b", re.IGNORECASE)
@@ -142,6 +145,11 @@ class GeminiEmbedder:
 
     def calls_made(self) -> int:
         return self._calls
+
+    def batch_client(self) -> GeminiBatchEmbedder:
+        from modules.embedders.gemini_batch import GeminiBatchEmbedder  # it builds on this adapter
+
+        return GeminiBatchEmbedder(self)
 
     async def embed(self, requests: Sequence[EmbedRequest], on_sent: Callable[[], None] | None = None) -> Vectors:
         if not requests:

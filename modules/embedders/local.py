@@ -101,6 +101,9 @@ class LocalEmbedder:
         # A text with no known token gives a zero vector: refused (recorded failed), never stored.
         return fit_dimensions(checked_vectors(native), self._dimensions)
 
+    def batch_client(self) -> None:
+        return None  # offline: no Batch API
+
     async def aclose(self) -> None:
         return None
 

@@ -25,8 +25,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from modules.embedders.gemini import GeminiEmbedder
-from modules.embedders.gemini_batch import GeminiBatchEmbedder
 from modules.embedding_models import model_info
 from modules.engine.breaker import CircuitBreaker
 from modules.engine.stats import RunStats, log_final_statistics
@@ -350,10 +348,9 @@ class ModelMigrator:
         if not jobs:
             return
         target = parse_model_spec(current.target_model, g.settings.dimensions).settings(g.settings)
-        embedder = g.migration_embedder(target)
-        if not isinstance(embedder, GeminiEmbedder):
+        client = g.migration_embedder(target).batch_client()
+        if client is None:
             return
-        client = GeminiBatchEmbedder(embedder)
         for job in jobs:
             assert job.name is not None
             try:

@@ -17,6 +17,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from modules.embedders.base import Embedder, EmbedRequest, Vectors
+from modules.embedders.batch_base import BatchEmbedder
 from modules.engine.history import RunReport
 from modules.errors import (
     PermanentEmbeddingError,
@@ -176,6 +177,9 @@ class MeteredEmbedder:
 
     def calls_made(self) -> int:
         return self.inner.calls_made()
+
+    def batch_client(self) -> BatchEmbedder | None:
+        return self.inner.batch_client()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
